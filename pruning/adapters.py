@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
+from transformers import PretrainedConfig
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -103,16 +104,20 @@ def adapter_for_type(model_type: str) -> ArchAdapter:
         ) from None
 
 
-def get_adapter(model: nn.Module) -> ArchAdapter:
-    """Return the adapter for a loaded Hugging Face model (reads ``model.config.model_type``)."""
+def model_config(model: nn.Module) -> PretrainedConfig:
+    """The Hugging Face config of a model (typed accessor for ``model.config``)."""
     config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if not isinstance(model_type, str):
+    if not isinstance(config, PretrainedConfig):
         raise UnsupportedArchitectureError(
             f"{type(model).__name__} is not a Hugging Face transformer with a config; load a "
             "sequence classifier with pruning.models.load_classifier."
         )
-    return adapter_for_type(model_type)
+    return config
+
+
+def get_adapter(model: nn.Module) -> ArchAdapter:
+    """Return the adapter for a loaded Hugging Face model (reads ``model.config.model_type``)."""
+    return adapter_for_type(str(model_config(model).model_type))
 
 
 def get_submodule(root: nn.Module, dotted: str) -> nn.Module:

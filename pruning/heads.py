@@ -31,7 +31,13 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
-from pruning.adapters import encoder_layers, get_adapter, get_submodule, set_submodule
+from pruning.adapters import (
+    encoder_layers,
+    get_adapter,
+    get_submodule,
+    model_config,
+    set_submodule,
+)
 
 KEPT_HEADS_KEY = "headscope_kept_heads"
 ORIGINAL_HEADS_KEY = "headscope_original_heads"
@@ -40,8 +46,10 @@ ORIGINAL_HEADS_KEY = "headscope_original_heads"
 def original_head_count(model: nn.Module) -> int:
     """Heads per layer of the unpruned architecture."""
     adapter = get_adapter(model)
-    recorded = getattr(model.config, ORIGINAL_HEADS_KEY, None)
-    return int(recorded if recorded is not None else getattr(model.config, adapter.config_heads))
+    recorded = getattr(model_config(model), ORIGINAL_HEADS_KEY, None)
+    return int(
+        recorded if recorded is not None else getattr(model_config(model), adapter.config_heads)
+    )
 
 
 def head_grid(model: nn.Module) -> tuple[int, int]:
@@ -51,7 +59,7 @@ def head_grid(model: nn.Module) -> tuple[int, int]:
 
 def kept_heads(model: nn.Module) -> list[list[int]]:
     """For each layer, the original indices of the heads still present (sorted)."""
-    recorded = getattr(model.config, KEPT_HEADS_KEY, None)
+    recorded = getattr(model_config(model), KEPT_HEADS_KEY, None)
     if recorded is not None:
         return [list(map(int, layer)) for layer in recorded]
     n_layers, n_heads = head_grid(model)
@@ -78,7 +86,7 @@ def head_dim(model: nn.Module) -> int:
     attention = get_submodule(encoder_layers(model)[0], adapter.attention)
     size = getattr(attention, "attention_head_size", None)
     if size is None:
-        size = model.config.hidden_size // original_head_count(model)
+        size = int(model_config(model).hidden_size) // original_head_count(model)
     return int(size)
 
 
@@ -130,13 +138,14 @@ class HeadGates:
             self._handles.append(projection.register_forward_pre_hook(hook))
         return self
 
-    def _make_hook(self, layer_index: int, heads: torch.Tensor, size: int):  # noqa: ANN202
+    def _make_hook(self, layer_index: int, heads: torch.Tensor, size: int):
         def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
             hidden = args[0]
             gates = self.gates[layer_index].to(device=hidden.device, dtype=hidden.dtype)
             scale = gates[heads.to(hidden.device)].repeat_interleave(size)
             return (hidden * scale, *args[1:])
 
+        hook._headscope_gate = True  # type: ignore[attr-defined]
         return hook
 
     def remove(self) -> None:
@@ -183,11 +192,19 @@ class EmptyAttention(nn.Module):
         if output is not None:
             setattr(self, output_name, output)
 
-    def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object):  # noqa: ANN201
+    def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object):
         empty = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
         if self.output_name is not None:
             empty = getattr(self, self.output_name)(empty)
         return empty, None
+
+
+def _drop_copied_gate_hooks(model: nn.Module) -> None:
+    """A deep copy carries the original's gate hooks, sized for its heads: drop them."""
+    for module in model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if getattr(hook, "_headscope_gate", False):
+                del module._forward_pre_hooks[key]
 
 
 def remove_heads(model: nn.Module, mask: torch.Tensor) -> nn.Module:
@@ -205,6 +222,7 @@ def remove_heads(model: nn.Module, mask: torch.Tensor) -> nn.Module:
     mask = check_mask(model, mask).to(torch.bool)
     adapter = get_adapter(model)
     pruned = copy.deepcopy(model)
+    _drop_copied_gate_hooks(pruned)
     size = head_dim(model)
     new_kept: list[list[int]] = []
     for layer_index, (layer, heads) in enumerate(
@@ -214,18 +232,22 @@ def remove_heads(model: nn.Module, mask: torch.Tensor) -> nn.Module:
         new_kept.append([heads[pos] for pos in keep_positions])
         if len(keep_positions) == len(heads):
             continue
-        rows = torch.cat(
-            [torch.arange(pos * size, (pos + 1) * size) for pos in keep_positions]
-        ) if keep_positions else torch.zeros(0, dtype=torch.long)
+        rows = (
+            torch.cat([torch.arange(pos * size, (pos + 1) * size) for pos in keep_positions])
+            if keep_positions
+            else torch.zeros(0, dtype=torch.long)
+        )
         attention = get_submodule(layer, adapter.attention)
         output_path = adapter.output
         output = get_submodule(layer, output_path)
+        if not isinstance(output, nn.Linear):
+            raise TypeError(f"{output_path} of {adapter.name} is not a Linear layer")
         device = output.weight.device
         rows = rows.to(device)
         with warnings.catch_warnings():
             # Emptying a layer creates zero-element weights; their no-op init warning is noise.
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-            new_output = prune_linear_layer(output, rows, dim=1)
+            new_output = prune_linear_layer(output, rows, dim=1)  # type: ignore[arg-type]
         set_submodule(layer, output_path, new_output)
         if not keep_positions:
             if adapter.empty_keeps_output:
@@ -235,12 +257,13 @@ def remove_heads(model: nn.Module, mask: torch.Tensor) -> nn.Module:
                 set_submodule(layer, adapter.empty_target, EmptyAttention())
             continue
         for name in (adapter.query, adapter.key, adapter.value):
-            setattr(attention, name, prune_linear_layer(getattr(attention, name), rows, dim=0))
+            pruned_linear = prune_linear_layer(getattr(attention, name), rows, dim=0)  # type: ignore[arg-type]
+            setattr(attention, name, pruned_linear)
         setattr(attention, adapter.head_count_attr, len(keep_positions))
         if adapter.all_head_size_attr is not None:
             setattr(attention, adapter.all_head_size_attr, len(keep_positions) * size)
-    setattr(pruned.config, KEPT_HEADS_KEY, new_kept)
-    setattr(pruned.config, ORIGINAL_HEADS_KEY, original_head_count(model))
+    setattr(model_config(pruned), KEPT_HEADS_KEY, new_kept)
+    setattr(model_config(pruned), ORIGINAL_HEADS_KEY, original_head_count(model))
     return pruned
 
 

@@ -44,6 +44,7 @@ from pruning.adapters import (
     UnsupportedArchitectureError,
     adapter_for_type,
     get_adapter,
+    model_config,
 )
 from pruning.heads import (
     KEPT_HEADS_KEY,
@@ -70,6 +71,7 @@ __all__ = [
     "head_grid",
     "heads_per_layer",
     "kept_heads",
+    "label_names_of",
     "load_classifier",
     "load_pruned",
     "model_fingerprint",
@@ -101,7 +103,9 @@ def default_model_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"The default model folder {path} has no config.json; reinstall it.")
+        raise FileNotFoundError(
+            f"The default model folder {path} has no config.json; reinstall it."
+        )
     return path
 
 
@@ -281,8 +285,16 @@ def load_classifier(
     tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **revision)
     model.eval()
     model.to(pick_device() if device is None else torch.device(device))
-    names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+    names = label_names_of(model)
     return LoadedClassifier(model=model, tokenizer=tokenizer, spec=spec, label_names=names)
+
+
+def label_names_of(model: nn.Module) -> tuple[str, ...]:
+    """Class names of a classifier in class-id order (``config.id2label``)."""
+    config = model_config(model)
+    id2label = dict(config.id2label or {})
+    count = int(config.num_labels or len(id2label))
+    return tuple(str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(count))
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -291,7 +303,7 @@ def model_fingerprint(model: nn.Module) -> str:
     Two models with the same fingerprint compute the same function. About 0.2 s for the default.
     """
     digest = hashlib.sha256()
-    config = model.config.to_dict()
+    config = model_config(model).to_dict()
     for volatile in ("transformers_version", "_name_or_path", "_attn_implementation_autoset"):
         config.pop(volatile, None)
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
@@ -337,8 +349,8 @@ def save_pruned(
     """
     get_adapter(model)
     target = Path(folder)
-    config = model.config
-    names = [config.id2label[i] for i in range(config.num_labels)]
+    config = model_config(model)
+    names = list(label_names_of(model))
     meta = {
         "format_version": SAVE_FORMAT_VERSION,
         "model_type": config.model_type,

@@ -19,35 +19,60 @@ from transformers import (
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra")
 
 
-def tiny_config(arch: str, *, num_labels: int = 2, layers: int = 3, heads: int = 4) -> PretrainedConfig:
+def tiny_config(
+    arch: str, *, num_labels: int = 2, layers: int = 3, heads: int = 4
+) -> PretrainedConfig:
     """A config of the given family: ``layers`` x ``heads``, hidden 32."""
     common = {"vocab_size": 120, "num_labels": num_labels, "pad_token_id": 0}
     if arch == "bert":
         return BertConfig(
-            hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads,
-            intermediate_size=64, max_position_embeddings=64, **common,
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            **common,
         )
     if arch == "roberta":
         return RobertaConfig(
-            hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads,
-            intermediate_size=64, max_position_embeddings=70, bos_token_id=1, eos_token_id=2,
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=64,
+            max_position_embeddings=70,
+            bos_token_id=1,
+            eos_token_id=2,
             **common,
         )
     if arch == "electra":
         return ElectraConfig(
-            hidden_size=32, embedding_size=24, num_hidden_layers=layers,
-            num_attention_heads=heads, intermediate_size=64, max_position_embeddings=64, **common,
+            hidden_size=32,
+            embedding_size=24,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            **common,
         )
     if arch == "distilbert":
         return DistilBertConfig(
-            dim=32, n_layers=layers, n_heads=heads, hidden_dim=64, max_position_embeddings=64,
+            dim=32,
+            n_layers=layers,
+            n_heads=heads,
+            hidden_dim=64,
+            max_position_embeddings=64,
             **common,
         )
     raise ValueError(arch)
 
 
 def build_tiny_model(
-    arch: str, *, seed: int = 0, attn: str = "sdpa", num_labels: int = 2, layers: int = 3,
+    arch: str,
+    *,
+    seed: int = 0,
+    attn: str = "sdpa",
+    num_labels: int = 2,
+    layers: int = 3,
     heads: int = 4,
 ) -> torch.nn.Module:
     """A randomly initialised tiny classifier in eval mode."""
@@ -65,8 +90,8 @@ def random_inputs(seed: int = 0, batch: int = 3, length: int = 9) -> dict[str, t
     attention_mask = torch.ones(batch, length, dtype=torch.long)
     for row in range(1, batch):
         cut = length - 2 * row
-        attention_mask[row, max(cut, 2):] = 0
-        input_ids[row, max(cut, 2):] = 0
+        attention_mask[row, max(cut, 2) :] = 0
+        input_ids[row, max(cut, 2) :] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
@@ -81,7 +106,9 @@ def tiny_model_factory() -> Callable[..., torch.nn.Module]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every test stores runs and models in a temporary HEADSCOPE_HOME."""
     monkeypatch.setenv("HEADSCOPE_HOME", str(tmp_path_factory.mktemp("headscope_home")))
 
