@@ -292,9 +292,9 @@ def load_classifier(
 def label_names_of(model: nn.Module) -> tuple[str, ...]:
     """Class names of a classifier in class-id order (``config.id2label``)."""
     config = model_config(model)
-    id2label = dict(config.id2label or {})
+    id2label = {str(k): str(v) for k, v in (config.id2label or {}).items()}
     count = int(config.num_labels or len(id2label))
-    return tuple(str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(count))
+    return tuple(id2label.get(str(i), f"LABEL_{i}") for i in range(count))
 
 
 def model_fingerprint(model: nn.Module) -> str:
