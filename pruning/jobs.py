@@ -1,0 +1,195 @@
+"""Background work with progress and cancellation, behind a small executor interface.
+
+Long work (fine-tuning, pruning runs) never runs in the Streamlit script thread: it is submitted to
+an executor, which returns a :class:`Job` that pages poll with :meth:`Job.snapshot`. The work
+function receives a :class:`Progress` to report to and to ask whether it should stop. The local
+executor runs jobs in daemon threads; a distributed executor can implement the same interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Status = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's work function when the job was asked to stop."""
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A consistent copy of a job's state for display.
+
+    Attributes:
+        fraction: share of the work done, in [0, 1].
+        eta_s: estimated seconds left, or None before the first progress report.
+        events: the events reported so far (most recent last), capped at ``max_events``.
+    """
+
+    job_id: str
+    name: str
+    status: Status
+    fraction: float
+    message: str
+    eta_s: float | None
+    elapsed_s: float
+    error: str | None
+    result: Any
+    events: tuple[Any, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed", "cancelled")
+
+
+@dataclass
+class Progress:
+    """Handed to a work function: report progress, check for cancellation."""
+
+    _job: Job[Any]
+
+    def update(self, fraction: float, message: str = "", event: Any = None) -> None:
+        """Report progress; ``fraction`` is clamped to [0, 1]; ``event`` is kept for replay."""
+        self._job._update(fraction, message, event)
+
+    def should_stop(self) -> bool:
+        """True once :meth:`Job.cancel` was called; work functions check it between steps."""
+        return self._job._cancel.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`JobCancelled` when the job was cancelled."""
+        if self.should_stop():
+            raise JobCancelled()
+
+
+@dataclass
+class Job(Generic[T]):
+    """One unit of background work. Create through an executor, not directly."""
+
+    job_id: str
+    name: str
+    work: Callable[[Progress], T]
+    max_events: int = 1000
+    _status: Status = "queued"
+    _fraction: float = 0.0
+    _message: str = "queued"
+    _error: str | None = None
+    _result: T | None = None
+    _events: list[Any] = field(default_factory=list)
+    _started: float | None = None
+    _finished: float | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Job[T]:
+        """Start the work in a daemon thread (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return self
+            self._thread = threading.Thread(
+                target=self._run, name=f"job-{self.job_id}", daemon=True
+            )
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        with self._lock:
+            self._status = "running"
+            self._message = "starting"
+            self._started = time.monotonic()
+        try:
+            result = self.work(Progress(self))
+        except JobCancelled:
+            self._finish("cancelled", "cancelled", None)
+        except Exception as error:
+            log.exception("job %s failed", self.name)
+            self._finish("failed", f"failed: {error}", None, error=str(error))
+        else:
+            status: Status = "cancelled" if self._cancel.is_set() else "done"
+            self._finish(status, status, result)
+
+    def _finish(
+        self, status: Status, message: str, result: T | None, error: str | None = None
+    ) -> None:
+        with self._lock:
+            self._status = status
+            self._message = message
+            self._result = result
+            self._error = error
+            if status == "done":
+                self._fraction = 1.0
+            self._finished = time.monotonic()
+
+    def _update(self, fraction: float, message: str, event: Any) -> None:
+        with self._lock:
+            self._fraction = min(1.0, max(0.0, float(fraction)))
+            if message:
+                self._message = message
+            if event is not None:
+                self._events.append(event)
+                if len(self._events) > self.max_events:
+                    del self._events[: len(self._events) - self.max_events]
+
+    def cancel(self) -> None:
+        """Ask the work to stop; it stops at its next progress check."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> JobSnapshot:
+        """Block until the job ends (or ``timeout`` seconds) and return its snapshot."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.snapshot()
+
+    def snapshot(self) -> JobSnapshot:
+        """A consistent copy of the job's state."""
+        with self._lock:
+            now = self._finished or time.monotonic()
+            elapsed = now - self._started if self._started is not None else 0.0
+            eta = None
+            if self._status == "running" and 0.0 < self._fraction < 1.0 and elapsed > 0:
+                eta = elapsed * (1.0 - self._fraction) / self._fraction
+            return JobSnapshot(
+                job_id=self.job_id,
+                name=self.name,
+                status=self._status,
+                fraction=self._fraction,
+                message=self._message,
+                eta_s=eta,
+                elapsed_s=elapsed,
+                error=self._error,
+                result=self._result,
+                events=tuple(self._events),
+            )
+
+
+class LocalExecutor:
+    """Runs jobs in background threads of this process; one job per id at a time."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job[Any]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, job_id: str, name: str, work: Callable[[Progress], T]) -> Job[T]:
+        """Start ``work`` unless a job with this id is still running; return that job then."""
+        with self._lock:
+            existing = self._jobs.get(job_id)
+            if existing is not None and not existing.snapshot().finished:
+                return existing
+            job: Job[T] = Job(job_id=job_id, name=name, work=work)
+            self._jobs[job_id] = job
+        return job.start()
+
+    def get(self, job_id: str) -> Job[Any] | None:
+        """The job with this id, running or finished, if any."""
+        with self._lock:
+            return self._jobs.get(job_id)
