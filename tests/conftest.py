@@ -17,6 +17,8 @@ from transformers import (
 )
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra")
+# Set HEADSCOPE_TEST_DEVICE=cuda to run the tiny-model property tests on a GPU.
+TEST_DEVICE = torch.device(os.environ.get("HEADSCOPE_TEST_DEVICE", "cpu"))
 
 
 def tiny_config(
@@ -80,7 +82,7 @@ def build_tiny_model(
     config = tiny_config(arch, num_labels=num_labels, layers=layers, heads=heads)
     model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn)
     model.eval()
-    return model
+    return model.to(TEST_DEVICE)
 
 
 def random_inputs(seed: int = 0, batch: int = 3, length: int = 9) -> dict[str, torch.Tensor]:
@@ -92,7 +94,10 @@ def random_inputs(seed: int = 0, batch: int = 3, length: int = 9) -> dict[str, t
         cut = length - 2 * row
         attention_mask[row, max(cut, 2) :] = 0
         input_ids[row, max(cut, 2) :] = 0
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return {
+        "input_ids": input_ids.to(TEST_DEVICE),
+        "attention_mask": attention_mask.to(TEST_DEVICE),
+    }
 
 
 @pytest.fixture(params=ARCHITECTURES)
