@@ -139,10 +139,16 @@ class HeadGates:
         return self
 
     def _make_hook(self, layer_index: int, heads: torch.Tensor, size: int):
+        # Column index of every kept channel, cached per device: no host-to-device copy per call.
+        per_device: dict[torch.device, torch.Tensor] = {}
+
         def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
             hidden = args[0]
+            index = per_device.get(hidden.device)
+            if index is None:
+                index = per_device.setdefault(hidden.device, heads.to(hidden.device))
             gates = self.gates[layer_index].to(device=hidden.device, dtype=hidden.dtype)
-            scale = gates[heads.to(hidden.device)].repeat_interleave(size)
+            scale = gates[index].repeat_interleave(size)
             return (hidden * scale, *args[1:])
 
         hook._headscope_gate = True  # type: ignore[attr-defined]
