@@ -9,10 +9,24 @@ from __future__ import annotations
 import logging
 
 import streamlit as st
+from PIL import Image, ImageDraw
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-st.set_page_config(page_title="HeadScope", page_icon=":material/psychology:", layout="wide")
+
+def _favicon() -> Image.Image:
+    """A 6 x 6 head grid drawn in code: Streamlit serves it from 127.0.0.1 (an emoji or
+    material icon favicon would be fetched from a public CDN)."""
+    icon = Image.new("RGB", (48, 48), "white")
+    draw = ImageDraw.Draw(icon)
+    for row in range(6):
+        for col in range(6):
+            colour = "#1f77b4" if (row + col) % 3 else "#d62728"
+            draw.rectangle([col * 8 + 1, row * 8 + 1, col * 8 + 6, row * 8 + 6], fill=colour)
+    return icon
+
+
+st.set_page_config(page_title="HeadScope", page_icon=_favicon(), layout="wide")
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),

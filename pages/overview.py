@@ -53,17 +53,22 @@ def find_prepared(model_spec: ModelSpec, data_spec: DataSpec) -> PreparedModel |
     return matches[0] if matches else None
 
 
-def prepare_work(model_spec: ModelSpec, data_spec: DataSpec):  # noqa: ANN201
+def prepare_work(model_spec: ModelSpec, data_spec: DataSpec):
     def work(progress: Progress) -> PreparedModel:
         def on_event(event: TrainEvent) -> None:
-            progress.check()
             progress.update(
                 event.step / max(event.total_steps, 1),
                 f"step {event.step}/{event.total_steps} · loss {event.loss:.3f}",
             )
 
         progress.update(0.0, "loading model and data")
-        return prepare_model(model_spec, data_spec, TrainConfig(), on_event=on_event)
+        return prepare_model(
+            model_spec,
+            data_spec,
+            TrainConfig(),
+            on_event=on_event,
+            should_stop=progress.should_stop,
+        )
 
     return work
 
@@ -96,7 +101,7 @@ def dataset_section(dataset: LabelledDataset) -> None:
 def model_section(model_spec: ModelSpec, info: dict[str, object]) -> None:
     st.subheader("Model")
     cols = st.columns(4)
-    cols[0].metric("Encoder", f"{info['layers']} layers × {info['heads']} heads")
+    cols[0].metric("Layers × heads", f"{info['layers']} × {info['heads']}")
     cols[1].metric("Attention heads", f"{int(info['layers']) * int(info['heads'])}")  # type: ignore[call-overload]
     cols[2].metric("Parameters", f"{int(info['params']) / 1e6:.1f} M")  # type: ignore[call-overload]
     cols[3].metric("FLOPs / example (128 tokens)", f"{int(info['flops']) / 1e9:.2f} G")  # type: ignore[call-overload]
@@ -110,8 +115,12 @@ def metrics_section(prepared: PreparedModel) -> None:
     cols = st.columns(4)
     for col, (name, label) in zip(
         cols,
-        (("accuracy", "Test accuracy"), ("mcc", "Test MCC"), ("macro_f1", "Test macro-F1"),
-         ("loss", "Test loss")),
+        (
+            ("accuracy", "Test accuracy"),
+            ("mcc", "Test MCC"),
+            ("macro_f1", "Test macro-F1"),
+            ("loss", "Test loss"),
+        ),
         strict=True,
     ):
         value = test.get(name)
@@ -130,7 +139,14 @@ def prepare_status(model_spec: ModelSpec, data_spec: DataSpec) -> None:
         return
     snap = job.snapshot()
     if snap.status in ("queued", "running"):
-        eta = f" · about {snap.eta_s:.0f} s left" if snap.eta_s is not None else ""
+        eta = ""
+        if snap.eta_s is not None and snap.fraction >= 0.02:
+            minutes, seconds = divmod(int(snap.eta_s), 60)
+            eta = (
+                f" · about {minutes} min {seconds:02d} s left"
+                if minutes
+                else f" · {seconds} s left"
+            )
         st.progress(snap.fraction, text=f"Fine-tuning the default classifier: {snap.message}{eta}")
         if st.button("Cancel preparation", key="cancel-prepare"):
             job.cancel()
@@ -175,6 +191,7 @@ def main() -> None:
             executor().submit(PREPARE_JOB, "prepare default", prepare_work(model_spec, data_spec))
         elif not running and st.button("Prepare the default classifier", type="primary"):
             executor().submit(PREPARE_JOB, "prepare default", prepare_work(model_spec, data_spec))
+            st.rerun()
         prepare_status(model_spec, data_spec)
     dataset_section(dataset)
 

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import csv
+import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertConfig,
+    BertForSequenceClassification,
     DistilBertConfig,
     ElectraConfig,
     PretrainedConfig,
+    PreTrainedTokenizerBase,
     RobertaConfig,
 )
+
+from pruning.models import default_model_path, save_pruned
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra")
 # Set HEADSCOPE_TEST_DEVICE=cuda to run the tiny-model property tests on a GPU.
@@ -119,3 +127,64 @@ def _isolated_home(
 
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+POSITIVE = ("great", "wonderful", "superb", "lovely", "brilliant", "excellent")
+NEGATIVE = ("awful", "terrible", "dreadful", "boring", "horrible", "clumsy")
+NOUNS = ("film", "movie", "story", "plot", "cast", "ending")
+
+
+@functools.lru_cache(maxsize=1)
+def real_tokenizer() -> PreTrainedTokenizerBase:
+    """The default encoder's tokenizer (vocabulary 30,522), loaded once per session."""
+    return AutoTokenizer.from_pretrained(default_model_path())
+
+
+def small_bert(
+    label_names: tuple[str, ...] = ("negative", "positive"), seed: int = 0
+) -> BertForSequenceClassification:
+    """A random 2-layer, 4-head, hidden-32 BERT classifier sized for the real tokenizer."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+    model = BertForSequenceClassification(config)
+    model.eval()
+    return model
+
+
+def save_small_bert(folder: Path, label_names: tuple[str, ...] = ("negative", "positive")) -> Path:
+    """A tiny local model folder (weights + the real tokenizer) loadable as ModelSpec.local."""
+    return save_pruned(small_bert(label_names), real_tokenizer(), folder)
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` trivially separable (text, label) rows: positive words vs negative words."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        words = POSITIVE if i % 2 == 0 else NEGATIVE
+        pick = torch.randint(0, len(words), (2,), generator=generator).tolist()
+        noun = NOUNS[int(torch.randint(0, len(NOUNS), (1,), generator=generator))]
+        text = f"a {words[pick[0]]} {noun}, really {words[pick[1]]}"
+        rows.append((f"{text} #{i}", "positive" if i % 2 == 0 else "negative"))
+    return rows
+
+
+def write_csv(
+    path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")
+) -> Path:
+    """Write rows as a CSV file and return its path."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

@@ -6,38 +6,19 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
-from conftest import build_tiny_model, random_inputs
+from conftest import build_tiny_model, random_inputs, real_tokenizer, small_bert
 from pruning.capture import capture_sentences
 from pruning.heads import head_grid, kept_heads, remove_heads
 from pruning.models import (
     ModelSpec,
-    default_model_path,
     load_classifier,
     load_pruned,
     model_fingerprint,
     pick_device,
     save_pruned,
 )
-
-
-def _bert_with_real_vocab() -> torch.nn.Module:
-    from transformers import BertConfig
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=3,
-        id2label={0: "negative", 1: "neutral", 2: "positive"},
-        label2id={"negative": 0, "neutral": 1, "positive": 2},
-    )
-    return AutoModelForSequenceClassification.from_config(config).eval()
 
 
 @pytest.mark.parametrize("empty_layer", [False, True])
@@ -91,8 +72,8 @@ def test_fingerprint_tracks_weights_not_identity(arch: str) -> None:
 
 
 def test_local_folder_with_tokenizer_round_trips_through_load_classifier(tmp_path) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
-    model = _bert_with_real_vocab()
+    tokenizer = real_tokenizer()
+    model = small_bert(("negative", "neutral", "positive"))
     mask = torch.ones(head_grid(model), dtype=torch.bool)
     mask[1] = False
     pruned = remove_heads(model, mask)
@@ -136,7 +117,7 @@ def test_pick_device_defaults_to_an_available_device() -> None:
 
 
 def test_capture_marks_removed_heads_and_matches_dense_heads(arch: str) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    tokenizer = real_tokenizer()
     model = build_tiny_model(arch, seed=9)
     model.resize_token_embeddings(len(tokenizer))
     sentences = ["the film is a delight", "no"]
