@@ -9,7 +9,11 @@ from __future__ import annotations
 import logging
 
 import streamlit as st
+import torch
 from PIL import Image, ImageDraw
+
+from cache.paths import headscope_home
+from pruning.models import pick_device
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -26,6 +30,16 @@ def _favicon() -> Image.Image:
     return icon
 
 
+def device_label() -> str:
+    """Where computation runs: the GPU's name, or the CPU with its thread count."""
+    device = pick_device()
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
 st.set_page_config(page_title="HeadScope", page_icon=_favicon(), layout="wide")
 
 PAGES = [
@@ -35,4 +49,5 @@ PAGES = [
 navigation = st.navigation(PAGES)
 with st.sidebar:
     st.markdown("**HeadScope**: prune attention heads, see what changed.")
+    st.caption(f"Device: {device_label()} · store: `{headscope_home()}`")
 navigation.run()

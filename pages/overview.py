@@ -84,7 +84,7 @@ def dataset_section(dataset: LabelledDataset) -> None:
         for class_id, label in enumerate(dataset.label_names):
             row[label] = counts.get(class_id, 0)
         rows.append(row)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=False)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="content")
     with st.expander("Examples from the training split"):
         sample = dataset.train.subset(8, seed=0)
         st.dataframe(
@@ -125,8 +125,28 @@ def metrics_section(prepared: PreparedModel) -> None:
     ):
         value = test.get(name)
         col.metric(label, "–" if value is None else f"{value:.3f}")
-    table = pd.DataFrame({"validation": validation, "test": test}).T
-    st.dataframe(table, use_container_width=False)
+    columns = {
+        "accuracy": "Accuracy",
+        "mcc": "MCC",
+        "macro_f1": "Macro-F1",
+        "loss": "Loss",
+        "n_examples": "Texts",
+    }
+    table = pd.DataFrame(
+        [
+            {"Split": split, **{title: values.get(name) for name, title in columns.items()}}
+            for split, values in (("validation", validation), ("test", test))
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="content",
+        column_config={
+            title: st.column_config.NumberColumn(format="%.4f")
+            for title in ("Accuracy", "MCC", "Macro-F1", "Loss")
+        },
+    )
     seconds = prepared.info.get("train_seconds")
     if seconds is not None:
         st.caption(f"Prepared in {float(seconds):.0f} s · stored at `{prepared.path}`")
