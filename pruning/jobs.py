@@ -45,6 +45,8 @@ class JobSnapshot:
     error: str | None
     result: Any
     events: tuple[Any, ...] = ()
+    queue_position: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -90,6 +92,8 @@ class Job(Generic[T]):
     _cancel: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
+    _slots: JobSlots | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> Job[T]:
         """Start the work in a daemon thread (idempotent)."""
@@ -103,6 +107,16 @@ class Job(Generic[T]):
         return self
 
     def _run(self) -> None:
+        if self._slots is not None and not self._slots.acquire(self):
+            self._finish("cancelled", "cancelled while queued", None)
+            return
+        try:
+            self._run_now()
+        finally:
+            if self._slots is not None:
+                self._slots.release(self)
+
+    def _run_now(self) -> None:
         with self._lock:
             self._status = "running"
             self._message = "starting"
@@ -141,8 +155,15 @@ class Job(Generic[T]):
                     del self._events[: len(self._events) - self.max_events]
 
     def cancel(self) -> None:
-        """Ask the work to stop; it stops at its next progress check."""
+        """Ask the work to stop; it stops at its next progress check (or leaves the queue)."""
         self._cancel.set()
+        if self._slots is not None:
+            self._slots.wake()
+
+    @property
+    def queue_position(self) -> int | None:
+        """1-based place in the queue while waiting for a slot, else None."""
+        return self._slots.position(self) if self._slots is not None else None
 
     def wait(self, timeout: float | None = None) -> JobSnapshot:
         """Block until the job ends (or ``timeout`` seconds) and return its snapshot."""
@@ -169,27 +190,96 @@ class Job(Generic[T]):
                 error=self._error,
                 result=self._result,
                 events=tuple(self._events),
+                queue_position=self.queue_position if self._status == "queued" else None,
+                meta=dict(self.meta),
             )
 
 
-class LocalExecutor:
-    """Runs jobs in background threads of this process; one job per id at a time."""
+class JobSlots:
+    """At most ``size`` jobs run at once; the others wait in submission order (FIFO)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 1) -> None:
+        if size < 1:
+            raise ValueError("An executor needs at least one slot.")
+        self.size = size
+        self._running: set[str] = set()
+        self._waiting: list[Job[Any]] = []
+        self._condition = threading.Condition()
+
+    def enqueue(self, job: Job[Any]) -> None:
+        with self._condition:
+            self._waiting.append(job)
+
+    def acquire(self, job: Job[Any]) -> bool:
+        """Block until ``job`` is first in line and a slot is free; False if it was cancelled."""
+        with self._condition:
+            while True:
+                if job._cancel.is_set():
+                    self._waiting.remove(job)
+                    self._condition.notify_all()
+                    return False
+                if self._waiting and self._waiting[0] is job and len(self._running) < self.size:
+                    self._waiting.pop(0)
+                    self._running.add(job.job_id)
+                    return True
+                self._condition.wait(0.5)
+
+    def release(self, job: Job[Any]) -> None:
+        with self._condition:
+            self._running.discard(job.job_id)
+            self._condition.notify_all()
+
+    def wake(self) -> None:
+        with self._condition:
+            self._condition.notify_all()
+
+    def position(self, job: Job[Any]) -> int | None:
+        with self._condition:
+            return self._waiting.index(job) + 1 if job in self._waiting else None
+
+
+class LocalExecutor:
+    """Runs jobs in background threads of this process.
+
+    At most ``slots`` jobs run at once (one by default: a single GPU, or the CPU, is shared by
+    all sessions of the dashboard); later jobs queue and report their position. A job id that is
+    still queued or running is not started twice: submitting it again returns the same job, so a
+    page that reloads reattaches to its work.
+    """
+
+    def __init__(self, slots: int = 1) -> None:
         self._jobs: dict[str, Job[Any]] = {}
         self._lock = threading.Lock()
+        self._slots = JobSlots(slots)
 
-    def submit(self, job_id: str, name: str, work: Callable[[Progress], T]) -> Job[T]:
-        """Start ``work`` unless a job with this id is still running; return that job then."""
+    def submit(
+        self,
+        job_id: str,
+        name: str,
+        work: Callable[[Progress], T],
+        meta: dict[str, Any] | None = None,
+    ) -> Job[T]:
+        """Queue ``work`` unless a job with this id is still queued or running."""
         with self._lock:
             existing = self._jobs.get(job_id)
             if existing is not None and not existing.snapshot().finished:
                 return existing
-            job: Job[T] = Job(job_id=job_id, name=name, work=work)
+            job: Job[T] = Job(job_id=job_id, name=name, work=work, meta=dict(meta or {}))
+            job._slots = self._slots
+            self._slots.enqueue(job)
             self._jobs[job_id] = job
         return job.start()
 
     def get(self, job_id: str) -> Job[Any] | None:
-        """The job with this id, running or finished, if any."""
+        """The job with this id, queued, running or finished, if any."""
         with self._lock:
             return self._jobs.get(job_id)
+
+    def jobs(self) -> list[Job[Any]]:
+        """Every job this executor knows, oldest first."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    def active(self) -> list[Job[Any]]:
+        """Jobs still queued or running, oldest first."""
+        return [job for job in self.jobs() if not job.snapshot().finished]

@@ -74,3 +74,31 @@ def test_running_job_is_not_started_twice() -> None:
     third.wait(5)
     assert third is not first and len(calls) == 2
     assert executor.get("same") is third
+
+
+def test_one_slot_queues_jobs_in_order_and_reports_positions() -> None:
+    executor = LocalExecutor(slots=1)
+    gates = [threading.Event() for _ in range(3)]
+    order: list[int] = []
+
+    def make(index: int):
+        def work(progress: Progress) -> int:
+            order.append(index)
+            gates[index].wait(5)
+            return index
+
+        return work
+
+    jobs = [executor.submit(f"j{i}", f"job {i}", make(i)) for i in range(3)]
+    deadline = time.monotonic() + 5
+    while jobs[0].snapshot().status != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert jobs[1].snapshot().status == "queued" and jobs[1].snapshot().queue_position == 1
+    assert jobs[2].snapshot().queue_position == 2
+    jobs[2].cancel()
+    assert jobs[2].wait(3).status == "cancelled"
+    for gate in gates:
+        gate.set()
+    assert [job.wait(5).result for job in jobs[:2]] == [0, 1]
+    assert order == [0, 1]
+    assert executor.active() == []
