@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from pruning.evaluate import compare_latency, flops_per_example
+from pruning.cost import compare_latency, flops_per_example
 from pruning.heads import apply_mask, head_grid, remove_heads
 from pruning.models import pick_device
 

@@ -8,20 +8,19 @@ temporary name, then renamed), so a folder without a readable ``entry.json`` is 
 entry and is ignored. Nothing is ever unpickled: JSON and safetensors only.
 
 The key is the first 16 hex digits of a SHA-256 over the schema version, the base model's
-fingerprint, the data fingerprint, the training config (sorted JSON) and the label names: the
-same inputs always find the same entry, and any change trains a new one.
+fingerprint (:func:`cache.fingerprints.base_model_fingerprint`), the data fingerprint, the
+training config (sorted JSON) and the label names: the same inputs always find the same entry,
+and any change trains a new one.
 """
 
 from __future__ import annotations
 
 import builtins
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cache.fingerprints import software_versions, spec_to_dict
 from cache.paths import models_dir
 
 if TYPE_CHECKING:
@@ -45,10 +45,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ModelStore",
     "PreparedModel",
-    "base_model_fingerprint",
     "check_label_compatibility",
-    "software_versions",
-    "spec_to_dict",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,21 +55,6 @@ ENTRY_FILE = "entry.json"
 KEY_LENGTH = 16
 _MIN_PREFIX = 4
 _KEY_PATTERN = re.compile(r"^[0-9a-f]+$")
-# Files of a model folder that determine the model's function (weights, config, tokenizer).
-_FINGERPRINT_NAMES = frozenset(
-    {
-        "config.json",
-        "headscope.json",
-        "merges.txt",
-        "special_tokens_map.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.json",
-        "vocab.txt",
-    }
-)
-_FINGERPRINT_SUFFIXES = (".safetensors", ".bin")
-_CHUNK = 1 << 20
 
 
 def check_label_compatibility(
@@ -102,82 +84,6 @@ def check_label_compatibility(
         f"({detail}), so it cannot be evaluated on this dataset. Prepare a model for it first: "
         "`headscope prepare --data <the dataset>` (or prepare_model(...) in Python)."
     )
-
-
-def software_versions() -> dict[str, str]:
-    """Versions of Python, torch, transformers and HeadScope (``"unknown"`` when not installed)."""
-    import importlib.metadata
-
-    import torch
-    import transformers
-
-    try:
-        headscope = importlib.metadata.version("headscope")
-    except importlib.metadata.PackageNotFoundError:
-        headscope = "unknown"
-    return {
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "transformers": str(transformers.__version__),
-        "headscope": headscope,
-    }
-
-
-def spec_to_dict(spec: Any) -> dict[str, Any]:
-    """A ModelSpec / DataSpec as a JSON dict with local paths made absolute (for comparison)."""
-    data = dataclasses.asdict(spec)
-    local = data.get("source") == "local" or data.get("name") == "csv"
-    if local and data.get("path"):
-        data["path"] = str(Path(str(data["path"])).expanduser().resolve())
-    return data
-
-
-@functools.lru_cache(maxsize=32)
-def _folder_digest(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
-    """SHA-256 of the named files' names, sizes and bytes (memoised by size and mtime)."""
-    digest = hashlib.sha256()
-    for name, size, _ in stamp:
-        digest.update(f"{name}\x00{size}\x00".encode())
-        with open(Path(folder) / name, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def folder_fingerprint(folder: str | os.PathLike[str]) -> str:
-    """Content hash of a model folder: config, weights and tokenizer files (not ``entry.json``).
-
-    About 0.2 s for the default encoder the first time, then memoised while files are unchanged.
-
-    Raises:
-        FileNotFoundError: when the folder holds no weights file.
-    """
-    root = Path(folder).expanduser().resolve()
-    files = sorted(
-        path
-        for path in root.iterdir()
-        if path.is_file()
-        and (path.name in _FINGERPRINT_NAMES or path.name.endswith(_FINGERPRINT_SUFFIXES))
-    )
-    if not any(path.name.endswith(_FINGERPRINT_SUFFIXES) for path in files):
-        raise FileNotFoundError(
-            f"{root} holds no model weights (*.safetensors); give a folder with a saved model."
-        )
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return _folder_digest(str(root), stamp)
-
-
-def base_model_fingerprint(spec: ModelSpec) -> str:
-    """A fingerprint of the model a spec names, computed without loading it.
-
-    The default encoder and local folders are hashed from their files (weights, config,
-    tokenizer). A hub model is identified by its id and revision: pin ``revision`` for an exact
-    match, since a moving branch is not detected.
-    """
-    if spec.source == "hub":
-        ident = {"hub": spec.path, "revision": spec.revision}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-    return folder_fingerprint(spec.resolve())
 
 
 @dataclass(frozen=True)
@@ -247,7 +153,7 @@ class ModelStore:
         """The key of the entry these inputs produce.
 
         Args:
-            base_fingerprint: see :func:`base_model_fingerprint`.
+            base_fingerprint: see :func:`cache.fingerprints.base_model_fingerprint`.
             data_fingerprint: ``LabelledDataset.fingerprint``.
             train_config: a ``TrainConfig`` (or its ``to_dict()``).
             label_names: the dataset's class names in class-id order.

@@ -49,7 +49,7 @@ def _device(value: str) -> Any:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """``headscope prepare``: fine-tune, evaluate and store (or fetch the stored entry)."""
-    from pruning.train import prepare_model
+    from pruning.prepare import prepare_model
 
     model_spec = parse_model_arg(args.model)
     data_spec = data_spec_from_args(args)
@@ -185,7 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_latency(args: argparse.Namespace) -> int:
     """``headscope latency``: median forward time, parameter count and FLOPs per example."""
-    from pruning.evaluate import count_parameters, flops_per_example, measure_latency
+    from pruning.cost import count_parameters, flops_per_example, measure_latency
 
     device = _device(args.device)
     loaded, entry, description = _load_for_command(args, device)
@@ -267,7 +267,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     """``headscope info``: versions, device, threads and where things are stored and found."""
     import torch
 
-    from cache.model_store import ModelStore, software_versions
+    from cache.fingerprints import software_versions
+    from cache.model_store import ModelStore
     from cache.paths import headscope_home, models_dir
     from pruning.data import rotten_tomatoes_path
     from pruning.models import default_model_path, pick_device

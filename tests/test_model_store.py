@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -11,19 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache.model_store import (
-    ENTRY_FILE,
-    ModelStore,
-    PreparedModel,
-    base_model_fingerprint,
-    check_label_compatibility,
-    folder_fingerprint,
-)
+from cache.model_store import ENTRY_FILE, ModelStore, PreparedModel, check_label_compatibility
 from cache.paths import models_dir
 from conftest import save_small_bert, sentiment_rows, write_csv
 from pruning.data import DataSpec, load_dataset, make_batches
 from pruning.models import ModelSpec
-from pruning.train import TrainConfig, TrainEvent, prepare_model
+from pruning.prepare import prepare_model
+from pruning.train import TrainConfig, TrainEvent
 
 QUICK = TrainConfig(batch_size=8, max_steps=3, lr=1e-3)
 
@@ -56,29 +49,6 @@ def test_same_inputs_give_the_same_key_and_any_change_a_new_one() -> None:
         ModelStore.key_for("base", "data", TrainConfig(), ("rotten", "fresh")),
     }
     assert key not in others and len(others) == 5
-
-
-def test_folder_fingerprint_follows_content(tmp_path: Path) -> None:
-    folder = save_small_bert(tmp_path / "m")
-    first = folder_fingerprint(folder)
-    assert first == base_model_fingerprint(ModelSpec.local(folder))
-    copied = tmp_path / "copy"
-    shutil.copytree(folder, copied)
-    assert folder_fingerprint(copied) == first
-    (copied / ENTRY_FILE).write_text("{}")  # store metadata does not change the model
-    assert folder_fingerprint(copied) == first
-    config = json.loads((copied / "config.json").read_text())
-    config["hidden_dropout_prob"] = 0.5
-    (copied / "config.json").write_text(json.dumps(config))
-    assert folder_fingerprint(copied) != first
-    with pytest.raises(FileNotFoundError, match="no model weights"):
-        folder_fingerprint(tmp_path)
-
-
-def test_hub_fingerprint_uses_id_and_revision() -> None:
-    a = base_model_fingerprint(ModelSpec.hub("bert-base-uncased"))
-    b = base_model_fingerprint(ModelSpec.hub("bert-base-uncased", revision="abc"))
-    assert a != b and a == base_model_fingerprint(ModelSpec.hub("bert-base-uncased"))
 
 
 def test_prepare_stores_an_entry_and_the_second_call_is_a_cache_hit(

@@ -11,7 +11,8 @@ from cache.model_store import ModelStore
 from conftest import write_csv
 from pruning.data import DataSpec, load_dataset, make_batches
 from pruning.models import ModelSpec, label_names_of
-from pruning.train import TrainConfig, TrainEvent, prepare_model
+from pruning.prepare import prepare_model
+from pruning.train import TrainConfig, TrainEvent
 
 pytestmark = pytest.mark.slow
 
