@@ -44,6 +44,9 @@ st.set_page_config(page_title="HeadScope", page_icon=_favicon(), layout="wide")
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),
+    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
 ]
 
 navigation = st.navigation(PAGES)

@@ -12,26 +12,18 @@ from collections import Counter
 import pandas as pd
 import streamlit as st
 
-from cache.model_store import ModelStore, PreparedModel
-from pruning.data import DataSpec, LabelledDataset, load_dataset
-from pruning.evaluate import count_parameters, flops_per_example
+from cache.model_store import PreparedModel
+from pages.common import cached_dataset, executor, format_eta, prepared_for
+from pruning.cost import count_parameters, flops_per_example
+from pruning.data import DataSpec, LabelledDataset
 from pruning.heads import head_grid
-from pruning.jobs import LocalExecutor, Progress
+from pruning.jobs import Progress
 from pruning.models import ModelSpec, load_classifier
-from pruning.train import TrainConfig, TrainEvent, prepare_model
+from pruning.prepare import prepare_model
+from pruning.train import TrainConfig, TrainEvent
 
 AUTO_PREPARE = os.environ.get("HEADSCOPE_AUTOPREPARE", "1") != "0"
 PREPARE_JOB = "prepare-default"
-
-
-@st.cache_resource
-def executor() -> LocalExecutor:
-    return LocalExecutor()
-
-
-@st.cache_resource(show_spinner="Loading the dataset…")
-def cached_dataset(spec: DataSpec) -> LabelledDataset:
-    return load_dataset(spec)
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -46,11 +38,6 @@ def cached_architecture(spec: ModelSpec, label_names: tuple[str, ...]) -> dict[s
         "type": loaded.model.config.model_type,
         "hidden": loaded.model.config.hidden_size,
     }
-
-
-def find_prepared(model_spec: ModelSpec, data_spec: DataSpec) -> PreparedModel | None:
-    matches = ModelStore().find(model_spec, data_spec)
-    return matches[0] if matches else None
 
 
 def prepare_work(model_spec: ModelSpec, data_spec: DataSpec):
@@ -158,15 +145,10 @@ def prepare_status(model_spec: ModelSpec, data_spec: DataSpec) -> None:
     if job is None:
         return
     snap = job.snapshot()
-    if snap.status in ("queued", "running"):
-        eta = ""
-        if snap.eta_s is not None and snap.fraction >= 0.02:
-            minutes, seconds = divmod(int(snap.eta_s), 60)
-            eta = (
-                f" · about {minutes} min {seconds:02d} s left"
-                if minutes
-                else f" · {seconds} s left"
-            )
+    if snap.status == "queued":
+        st.info(f"Preparation is queued, position {snap.queue_position} (one job runs at a time).")
+    elif snap.status == "running":
+        eta = format_eta(snap)
         st.progress(snap.fraction, text=f"Fine-tuning the default classifier: {snap.message}{eta}")
         if st.button("Cancel preparation", key="cancel-prepare"):
             job.cancel()
@@ -195,7 +177,7 @@ def main() -> None:
         st.info("Run `make setup` to install the offline default model and data, then reload.")
         return
     model_section(model_spec, info)
-    prepared = find_prepared(model_spec, data_spec)
+    prepared = prepared_for(model_spec, data_spec)
     if prepared is not None:
         metrics_section(prepared)
     else:

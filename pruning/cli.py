@@ -8,6 +8,9 @@ Examples::
     headscope latency --batch-size 32 --seq-len 128
     headscope models
     headscope info
+    headscope methods
+    headscope prune --method hisp --sparsity 0.5
+    headscope runs
 
 Errors about the input (a missing file, mismatched classes, bad options) print one line on stderr
 and exit with status 2.
@@ -34,6 +37,7 @@ from pruning.cli_common import (
     parse_model_arg,
     train_config_from_args,
 )
+from pruning.cli_runs import cmd_methods, cmd_prune, cmd_runs
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +304,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "latency": cmd_latency,
     "models": cmd_models,
     "info": cmd_info,
+    "methods": cmd_methods,
+    "prune": cmd_prune,
+    "runs": cmd_runs,
 }
 
 

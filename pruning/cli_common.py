@@ -148,7 +148,7 @@ def one_line(error: BaseException) -> str:
     return message.strip("'\"") if isinstance(error, KeyError) else message
 
 
-def _add_model_args(parser: argparse.ArgumentParser, *, prepared: bool) -> None:
+def add_model_args(parser: argparse.ArgumentParser, *, prepared: bool) -> None:
     group = parser.add_mutually_exclusive_group() if prepared else parser
     group.add_argument(
         "--model",
@@ -161,7 +161,7 @@ def _add_model_args(parser: argparse.ArgumentParser, *, prepared: bool) -> None:
         )
 
 
-def _add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+def add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> None:
     parser.add_argument(
         "--data",
         default=default,
@@ -174,7 +174,7 @@ def _add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> N
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the split assignment")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -228,36 +228,40 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser(
         "prepare", help="fine-tune an encoder on a dataset and store it (cached)"
     )
-    _add_model_args(prepare, prepared=False)
-    _add_data_args(prepare, default="rotten_tomatoes")
+    add_model_args(prepare, prepared=False)
+    add_data_args(prepare, default="rotten_tomatoes")
     _add_train_args(prepare)
     prepare.add_argument("--force", action="store_true", help="retrain even when stored")
     prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_common(prepare)
+    add_common_args(prepare)
 
     evaluate = commands.add_parser("evaluate", help="accuracy, MCC, F1 and loss on a split")
-    _add_model_args(evaluate, prepared=True)
-    _add_data_args(evaluate, default=None)
+    add_model_args(evaluate, prepared=True)
+    add_data_args(evaluate, default=None)
     evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test")
     evaluate.add_argument("--limit", type=int, help="evaluate a stratified sample of N texts")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--max-length", type=int, default=128)
-    _add_common(evaluate)
+    add_common_args(evaluate)
 
     latency = commands.add_parser("latency", help="forward latency, parameters and FLOPs")
-    _add_model_args(latency, prepared=True)
+    add_model_args(latency, prepared=True)
     latency.add_argument("--batch-size", type=int, default=1)
     latency.add_argument("--seq-len", type=int, default=128)
     latency.add_argument("--repeats", type=int, default=20)
     latency.add_argument("--warmup", type=int, default=3)
     latency.add_argument("--threads", type=int, help="CPU threads (default: torch's setting)")
-    _add_common(latency)
+    add_common_args(latency)
 
     models = commands.add_parser("models", help="list prepared models")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
     info = commands.add_parser("info", help="versions, device and storage locations")
     info.add_argument("--json", action="store_true", help="print as JSON")
+
+    from pruning.cli_runs import add_run_commands
+
+    add_run_commands(commands)
     return parser
 
 

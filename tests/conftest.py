@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,8 @@ from transformers import (
     RobertaConfig,
 )
 
-from pruning.models import default_model_path, save_pruned
+from pruning.data import DataSpec
+from pruning.models import ModelSpec, default_model_path, save_pruned
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra")
 # Set HEADSCOPE_TEST_DEVICE=cuda to run the tiny-model property tests on a GPU.
@@ -119,11 +120,15 @@ def tiny_model_factory() -> Callable[..., torch.nn.Module]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every test stores runs and models in a temporary HEADSCOPE_HOME."""
-    monkeypatch.setenv("HEADSCOPE_HOME", str(tmp_path_factory.mktemp("headscope_home")))
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test stores runs and models in a temporary HEADSCOPE_HOME.
+
+    An independent MonkeyPatch: a test calling ``monkeypatch.undo()`` cannot undo this one.
+    """
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HEADSCOPE_HOME", str(tmp_path_factory.mktemp("headscope_home")))
+    yield
+    patch.undo()
 
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -188,3 +193,19 @@ def write_csv(
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def prepared_tiny_setup(folder: Path) -> tuple[ModelSpec, DataSpec]:
+    """A tiny local BERT prepared (2 training steps) on a 120-row sentiment CSV.
+
+    Returns the model and data specs whose prepared entry now sits in the model store.
+    """
+    from pruning.prepare import prepare_model
+    from pruning.train import TrainConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = ModelSpec.local(save_small_bert(folder / "tiny-bert"))
+    csv_path = write_csv(folder / "reviews.csv", sentiment_rows(120))
+    data = DataSpec(name="csv", path=str(csv_path))
+    prepare_model(model, data, TrainConfig(max_steps=2, batch_size=16), device="cpu")
+    return model, data

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from cache.model_store import ModelStore
+from cache.run_store import RunStore
+from conftest import prepared_tiny_setup
 from pruning.data import DataSpec
 from pruning.models import ModelSpec
-from pruning.train import TrainConfig, prepare_model
+from pruning.prepare import prepare_model
+from pruning.train import TrainConfig
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 pytestmark = pytest.mark.slow
@@ -49,3 +53,47 @@ def test_overview_shows_the_stored_classifier_metrics(no_autoprepare: None) -> N
     expected = f"{prepared.metric('accuracy'):.3f}"
     assert labels["Test accuracy"] == expected
     assert not any("Prepare the default classifier" in b.label for b in app.button)
+
+
+def _switch(app: AppTest, page: str) -> AppTest:
+    return app.switch_page(page).run()
+
+
+def test_model_and_data_page_lists_sources_and_refuses_a_missing_folder(
+    no_autoprepare: None,
+) -> None:
+    app = _switch(AppTest.from_file(APP, default_timeout=120).run(), "pages/model_data.py")
+    assert not app.exception
+    assert "Model & data" in [t.value for t in app.title]
+    app.radio[0].set_value("local").run()
+    app.text_input[0].set_value("/no/such/folder").run()
+    assert any("does not exist" in e.value for e in app.error)
+    assert not app.exception
+
+
+def test_prune_page_runs_a_method_and_runs_page_lists_it(
+    no_autoprepare: None, tmp_path: Path
+) -> None:
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.session_state["model_spec"] = model
+    app.session_state["data_spec"] = data
+    app = _switch(app.run(), "pages/prune.py")
+    assert not app.exception
+    app.selectbox[0].set_value("random").run()
+    app.button[0].click().run()  # the form's Run button
+    assert not app.exception
+    deadline = time.monotonic() + 60
+    while not RunStore().list()[0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    summaries = RunStore().list()[0]
+    assert len(summaries) == 1 and summaries[0].method == "random"
+    app = _switch(app, "pages/runs.py")
+    assert not app.exception
+    assert not app.warning
+
+
+def test_runs_page_without_runs_says_how_to_start(no_autoprepare: None) -> None:
+    app = _switch(AppTest.from_file(APP, default_timeout=120).run(), "pages/runs.py")
+    assert not app.exception
+    assert any("No runs stored yet" in i.value for i in app.info)

@@ -1,0 +1,10 @@
+"""Pruning methods: one module per method, each registering itself on import.
+
+Pages, the CLI and benchmarks find methods through :func:`pruning.methods.base.list_methods` and
+:func:`pruning.methods.base.get_method`, never by importing a method class. ``base`` imports no
+method module, so importing this package (which ``base.load_builtin_methods`` does) has no cycle.
+"""
+
+from pruning.methods import attention_stats, hisp, magnitude, random_heads
+
+__all__ = ["attention_stats", "hisp", "magnitude", "random_heads"]

@@ -1,0 +1,119 @@
+"""Widgets and cached resources shared by the pages (not a page itself).
+
+Cross-page state lives in ``st.session_state`` under non-widget keys: ``model_spec`` and
+``data_spec`` (what the Model & data page chose), ``last_run`` (key of the run to show).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+import streamlit as st
+
+from cache.model_store import ModelStore, PreparedModel
+from cache.run_store import RunStore
+from pruning.data import DataSpec, LabelledDataset, load_dataset
+from pruning.jobs import JobSnapshot, LocalExecutor
+from pruning.methods.base import MethodConfig
+from pruning.models import ModelSpec
+
+
+@st.cache_resource
+def executor() -> LocalExecutor:
+    """The one executor of this server: jobs survive page reloads and are shared by sessions."""
+    return LocalExecutor(slots=1)
+
+
+def run_store() -> RunStore:
+    return RunStore()
+
+
+def model_store() -> ModelStore:
+    return ModelStore()
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=8)
+def cached_dataset(spec: DataSpec) -> LabelledDataset:
+    return load_dataset(spec)
+
+
+def current_specs() -> tuple[ModelSpec, DataSpec]:
+    """The model and dataset chosen on the Model & data page (defaults otherwise)."""
+    model = st.session_state.get("model_spec") or ModelSpec()
+    data = st.session_state.get("data_spec") or DataSpec()
+    return model, data
+
+
+def prepared_for(model: ModelSpec, data: DataSpec) -> PreparedModel | None:
+    """The newest classifier prepared for this model and dataset, if any."""
+    matches = model_store().find(model, data)
+    return matches[0] if matches else None
+
+
+def format_eta(snap: JobSnapshot) -> str:
+    """' · about 2 min 05 s left' once the estimate means something, else ''."""
+    if snap.eta_s is None or snap.fraction < 0.02:
+        return ""
+    minutes, seconds = divmod(int(snap.eta_s), 60)
+    return f" · about {minutes} min {seconds:02d} s left" if minutes else f" · {seconds} s left"
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def config_form(config_class: type[MethodConfig], key: str) -> dict[str, Any]:
+    """Draw one widget per config field from its ``ui()`` metadata; return the values.
+
+    Floats get number inputs with the field's bounds and step, ints integer inputs, bools
+    checkboxes, fields with ``choices`` select boxes; optional numbers may be left empty.
+    Validation happens when the config is built (errors reach the user as messages).
+    """
+    hints = typing.get_type_hints(config_class)
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(config_class):
+        meta = spec.metadata
+        label = meta.get("label", spec.name)
+        help_text = meta.get("help")
+        default = spec.default if spec.default is not dataclasses.MISSING else None
+        kind, optional = _unwrap_optional(hints[spec.name])
+        widget_key = f"{key}:{spec.name}"
+        if "choices" in meta:
+            choices = list(meta["choices"])
+            index = choices.index(default) if default in choices else 0
+            values[spec.name] = st.selectbox(
+                label, choices, index=index, help=help_text, key=widget_key
+            )
+        elif kind is bool:
+            values[spec.name] = st.checkbox(
+                label, value=bool(default), help=help_text, key=widget_key
+            )
+        elif kind in (int, float):
+            cast = int if kind is int else float
+            low = meta.get("min")
+            high = meta.get("max")
+            step = meta.get("step", 1 if kind is int else 0.01)
+            values[spec.name] = st.number_input(
+                label,
+                min_value=None if low is None else cast(low),
+                max_value=None if high is None else cast(high),
+                value=None if default is None else cast(default),
+                step=cast(step),
+                help=help_text,
+                key=widget_key,
+                placeholder="not set" if optional else None,
+                format="%d" if kind is int else None,
+            )
+        else:
+            values[spec.name] = st.text_input(
+                label, value="" if default is None else str(default), help=help_text, key=widget_key
+            )
+    return values

@@ -1,0 +1,199 @@
+"""Model & data: choose the encoder and the dataset the other pages work on."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from cache.paths import headscope_home
+from pages.common import cached_dataset, current_specs, executor, format_eta, prepared_for
+from pruning.data import DataSpec
+from pruning.jobs import Progress
+from pruning.models import ModelSpec
+from pruning.prepare import prepare_model
+from pruning.tables import read_table
+from pruning.train import TrainConfig, TrainEvent
+
+
+def model_ui(current: ModelSpec) -> ModelSpec | None:
+    sources = {
+        "default": "Embedded default (all-MiniLM-L6-v2)",
+        "local": "Local folder",
+        "hub": "Hugging Face hub id (needs network)",
+    }
+    source = st.radio(
+        "Model source",
+        list(sources),
+        format_func=sources.__getitem__,
+        index=list(sources).index(current.source),
+        horizontal=True,
+    )
+    if source == "default":
+        return ModelSpec()
+    label = "Folder with config.json and weights" if source == "local" else "Model id"
+    path = st.text_input(
+        label,
+        value=current.path or "",
+        placeholder="e.g. ~/models/my-bert"
+        if source == "local"
+        else "e.g. textattack/bert-base-uncased-SST-2",
+    )
+    if not path.strip():
+        st.info("Enter a path or id.")
+        return None
+    try:
+        spec = ModelSpec(source=source, path=path.strip())  # type: ignore[arg-type]
+        spec.resolve()
+    except (ValueError, FileNotFoundError) as error:
+        st.error(f"{error}")
+        return None
+    return spec
+
+
+def save_upload(data: bytes, name: str) -> Path:
+    """Keep an uploaded table under $HEADSCOPE_HOME/uploads, named by its content hash."""
+    folder = headscope_home() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(Path(name).suffixes[-2:]) or ".csv"
+    target = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    if not target.exists():
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(data)
+        partial.replace(target)
+    return target
+
+
+def data_ui(current: DataSpec) -> DataSpec | None:
+    kinds = {
+        "rotten_tomatoes": "Rotten Tomatoes (offline default)",
+        "csv": "CSV / TSV file",
+        "hf": "Hugging Face dataset name",
+    }
+    now = current.name if current.name in ("rotten_tomatoes", "csv") else "hf"
+    kind = st.radio(
+        "Dataset",
+        list(kinds),
+        format_func=kinds.__getitem__,
+        index=list(kinds).index(now),
+        horizontal=True,
+    )
+    if kind == "rotten_tomatoes":
+        return DataSpec()
+    if kind == "hf":
+        name = st.text_input(
+            "Dataset name",
+            value=current.name if now == "hf" else "",
+            placeholder="glue/sst2, glue/cola, imdb",
+        )
+        return DataSpec(name=name.strip()) if name.strip() else None
+    upload = st.file_uploader(
+        "Table with a text column and a label column", type=["csv", "tsv", "txt", "gz", "bz2"]
+    )
+    if upload is None:
+        return current if current.name == "csv" else None
+    try:
+        frame = read_table(upload.getvalue(), name=upload.name)
+    except ValueError as error:
+        st.error(f"{error}")
+        return None
+    st.dataframe(frame.head(8), hide_index=True)
+    columns = list(frame.columns)
+    cols = st.columns(2)
+    text_default = columns.index("text") if "text" in columns else 0
+    label_default = columns.index("label") if "label" in columns else min(1, len(columns) - 1)
+    text_column = cols[0].selectbox("Text column", columns, index=text_default)
+    label_column = cols[1].selectbox("Label column", columns, index=label_default)
+    path = save_upload(upload.getvalue(), upload.name)
+    try:
+        return DataSpec(
+            name="csv", path=str(path), text_column=text_column, label_column=label_column
+        )
+    except ValueError as error:
+        st.error(f"{error}")
+        return None
+
+
+def prepare_work(model: ModelSpec, data: DataSpec):
+    def work(progress: Progress) -> str:
+        def on_event(event: TrainEvent) -> None:
+            progress.update(
+                event.fraction, f"step {event.step}/{event.total_steps} · loss {event.loss:.3f}"
+            )
+
+        return prepare_model(
+            model, data, TrainConfig(), on_event=on_event, should_stop=progress.should_stop
+        ).key
+
+    return work
+
+
+@st.fragment(run_every=1.0)
+def prepare_panel(job_id: str) -> None:
+    job = executor().get(job_id)
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap.status == "queued":
+        st.info(f"Preparation queued, position {snap.queue_position}.")
+    elif snap.status == "running":
+        st.progress(snap.fraction, text=f"Fine-tuning: {snap.message}{format_eta(snap)}")
+        if st.button("Cancel preparation", key=f"cancel-{job_id}"):
+            job.cancel()
+    elif snap.status == "done":
+        st.success("Classifier prepared and stored.")
+    elif snap.status == "failed":
+        st.error(f"Preparation failed: {snap.error}")
+    elif snap.status == "cancelled":
+        st.warning("Preparation was cancelled; nothing was stored.")
+
+
+def main() -> None:
+    st.title("Model & data")
+    current_model, current_data = current_specs()
+    st.subheader("Model")
+    model = model_ui(current_model)
+    st.subheader("Dataset")
+    data = data_ui(current_data)
+    device = st.selectbox(
+        "Device",
+        ["auto", "cpu", "cuda", "mps"],
+        index=["auto", "cpu", "cuda", "mps"].index(st.session_state.get("device", "auto")),
+        help="auto picks CUDA, then Apple MPS, else the CPU.",
+    )
+    if model is None or data is None:
+        return
+    try:
+        dataset = cached_dataset(data)
+    except (ValueError, FileNotFoundError) as error:
+        st.error(f"{error}")
+        return
+    st.success(dataset.description)
+    counts = pd.Series([dataset.label_names[i] for i in dataset.train.labels]).value_counts()
+    st.dataframe(counts.rename("training texts"), width="content")
+    if st.button("Use this model and dataset", type="primary"):
+        st.session_state["model_spec"] = model
+        st.session_state["data_spec"] = data
+        st.session_state["device"] = device
+        st.success("Selected: the other pages now use this model and dataset.")
+    prepared = prepared_for(model, data)
+    if prepared is not None:
+        st.info(
+            f"A classifier is prepared for this pair: `{prepared.key}`, test accuracy "
+            f"{(prepared.metric('accuracy') or 0.0):.3f}."
+        )
+        return
+    st.warning(
+        "No classifier is prepared for this model and dataset: its classes "
+        f"({', '.join(dataset.label_names)}) need a fine-tuned head. HeadScope never evaluates a "
+        "model on classes it was not trained for."
+    )
+    job_id = "prepare-" + hashlib.sha256(f"{model!r}{data!r}".encode()).hexdigest()[:12]
+    if st.button("Prepare a classifier for this dataset"):
+        executor().submit(job_id, "prepare", prepare_work(model, data))
+    prepare_panel(job_id)
+
+
+main()

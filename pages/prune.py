@@ -1,0 +1,191 @@
+"""Prune: pick a method from the registry, set it up, run it in the background, see the mask."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import streamlit as st
+
+from pages.common import config_form, current_specs, executor, format_eta, prepared_for, run_store
+from pruning.jobs import Progress
+from pruning.methods.base import TraceEvent, list_methods
+from pruning.pipeline import RunRequest, run_pruning
+from viz.heads import build_mask_heatmap
+
+
+def request_job_id(request: RunRequest) -> str:
+    """A job id per distinct request, so submitting the same request twice reattaches."""
+    payload = json.dumps(
+        {
+            "method": request.method,
+            "config": request.config,
+            "model": repr(request.model),
+            "data": repr(request.data),
+            "seed": request.seed,
+            "settings": request.run_settings(),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return "prune-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def prune_work(request: RunRequest):
+    def work(progress: Progress) -> str:
+        def on_event(event: TraceEvent) -> None:
+            progress.update(event.fraction, event.message or event.kind, event=event.to_dict())
+
+        record = run_pruning(request, on_event=on_event, should_stop=progress.should_stop)
+        return record.key
+
+    return work
+
+
+def settings_ui() -> RunRequest | None:
+    """The method picker and its generated form; returns a request when Run is pressed."""
+    methods = list_methods()
+    titles = {cls.name: f"{cls.title} ({cls.name})" for cls in methods}
+    names = [cls.name for cls in methods]
+    default = names.index("hisp") if "hisp" in names else 0
+    name = st.selectbox("Method", names, index=default, format_func=titles.__getitem__)
+    method = next(cls for cls in methods if cls.name == name)
+    if method.paper:
+        st.caption(method.paper)
+    model_spec, data_spec = current_specs()
+    with st.form(f"prune-form-{name}"):
+        st.markdown("**Method settings**")
+        config = config_form(method.config_class, key=f"cfg-{name}")
+        st.markdown("**Run settings**")
+        cols = st.columns(3)
+        seed = cols[0].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
+        score_examples = cols[1].number_input(
+            "Scoring texts",
+            min_value=8,
+            max_value=20_000,
+            value=256,
+            step=32,
+            help="Validation texts the method may use to score heads.",
+        )
+        eval_split = cols[2].selectbox("Evaluate on", ["test", "validation"])
+        cols = st.columns(3)
+        recovery_steps = cols[0].number_input(
+            "Recovery fine-tuning steps",
+            min_value=0,
+            max_value=10_000,
+            value=0,
+            step=10,
+            help="Fine-tune the pruned model for this many steps (0 = none).",
+        )
+        name_label = cols[1].text_input("Run name", value="", placeholder="optional label")
+        submitted = st.form_submit_button("Run", type="primary")
+    if not submitted:
+        return None
+    try:
+        request = RunRequest(
+            method=name,
+            config={k: v for k, v in config.items()},
+            model=model_spec,
+            data=data_spec,
+            seed=int(seed),
+            score_examples=int(score_examples),
+            eval_split=eval_split,
+            recovery_steps=int(recovery_steps),
+            name=name_label.strip(),
+        )
+        request.method_config()
+    except ValueError as error:
+        st.error(f"{error}")
+        return None
+    return request
+
+
+def show_run(key: str) -> None:
+    """The mask heatmap and the metrics of a stored run."""
+    try:
+        record = run_store().get(key)
+    except ValueError as error:
+        st.error(f"This run cannot be shown: {error}")
+        return
+    st.subheader(f"Result: {record.info.get('name', record.method)}")
+    dense = record.metrics.get("dense", {})
+    pruned = record.metrics.get("pruned", {})
+    recovered = record.metrics.get("recovered")
+    cols = st.columns(4)
+    cols[0].metric("Heads kept", f"{int(record.mask.sum())} / {record.mask.numel()}")
+    for col, (metric, label) in zip(
+        cols[1:], (("accuracy", "Accuracy"), ("mcc", "MCC"), ("macro_f1", "Macro-F1")), strict=True
+    ):
+        after = (recovered or pruned).get(metric)
+        before = dense.get(metric)
+        if after is None:
+            continue
+        delta = None if before is None else f"{after - before:+.3f}"
+        col.metric(label + (" (recovered)" if recovered else ""), f"{after:.3f}", delta)
+    scores = None if record.scores is None else record.scores.numpy()
+    figure = build_mask_heatmap(record.mask.numpy(), scores, title=record.info.get("name", ""))
+    st.plotly_chart(figure, use_container_width=True)
+    st.caption(f"Run `{record.key}` · stored; find it on the Runs page.")
+
+
+@st.fragment(run_every=1.0)
+def jobs_panel() -> None:
+    """Live progress of queued and running pruning jobs (all sessions share the machine)."""
+    jobs = [job for job in executor().jobs() if job.job_id.startswith("prune-")]
+    mine = st.session_state.get("prune_jobs", [])
+    for job in jobs:
+        snap = job.snapshot()
+        if snap.finished and job.job_id not in mine:
+            continue
+        title = snap.meta.get("title", snap.name)
+        if snap.status == "queued":
+            st.info(f"{title}: queued, position {snap.queue_position} (one job runs at a time)")
+            if st.button("Cancel", key=f"cancel-{job.job_id}"):
+                job.cancel()
+        elif snap.status == "running":
+            st.progress(snap.fraction, text=f"{title}: {snap.message}{format_eta(snap)}")
+            if st.button("Cancel", key=f"cancel-{job.job_id}"):
+                job.cancel()
+        elif snap.status == "done":
+            st.session_state["last_run"] = snap.result
+            st.session_state["prune_jobs"] = [j for j in mine if j != job.job_id]
+            st.rerun()
+        elif snap.status == "failed":
+            st.error(f"{title} failed: {snap.error}")
+        elif snap.status == "cancelled":
+            st.warning(f"{title} was cancelled; nothing was stored.")
+
+
+def main() -> None:
+    st.title("Prune")
+    model_spec, data_spec = current_specs()
+    prepared = prepared_for(model_spec, data_spec)
+    if prepared is None:
+        st.warning(
+            f"No classifier is prepared for {model_spec.label} on this dataset yet. "
+            "Prepare it on the Overview page (or with `headscope prepare`) first."
+        )
+        return
+    st.caption(
+        f"Classifier `{prepared.key}` · test accuracy "
+        f"{(prepared.metric('accuracy') or 0.0):.3f} · classes {', '.join(prepared.label_names)}"
+    )
+    request = settings_ui()
+    if request is not None:
+        job_id = request_job_id(request)
+        executor().submit(
+            job_id,
+            request.method,
+            prune_work(request),
+            meta={"title": request.name or request.method},
+        )
+        st.session_state.setdefault("prune_jobs", [])
+        if job_id not in st.session_state["prune_jobs"]:
+            st.session_state["prune_jobs"].append(job_id)
+    jobs_panel()
+    last = st.session_state.get("last_run")
+    if last:
+        show_run(str(last))
+
+
+main()

@@ -1,0 +1,258 @@
+"""``headscope prune``, ``headscope runs`` and ``headscope methods``: pruning from the shell.
+
+Examples::
+
+    headscope methods
+    headscope prune --method hisp --sparsity 0.5
+    headscope prune --method random --sparsity 0.5 --seed 1 --set min_heads_per_layer=1
+    headscope runs
+    headscope runs --export 3f2a9c --to run.zip
+    headscope runs --import run.zip
+    headscope runs --delete 3f2a9c
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from typing import Any
+
+from tqdm import tqdm
+
+from pruning.cli_common import (
+    add_common_args,
+    add_data_args,
+    add_model_args,
+    data_spec_from_args,
+    emit_json,
+    parse_model_arg,
+)
+
+
+def add_run_commands(commands: Any) -> None:
+    """Register the run subcommands on the ``headscope`` subparsers object."""
+    methods = commands.add_parser("methods", help="list the pruning methods and their settings")
+    methods.add_argument("--json", action="store_true", help="print as JSON")
+
+    prune = commands.add_parser("prune", help="prune heads with a method and store the run")
+    prune.add_argument("--method", required=True, help="method name (see `headscope methods`)")
+    prune.add_argument("--sparsity", type=float, help="share of heads to remove (0..1)")
+    prune.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other method setting, e.g. --set iterative=true (repeatable)",
+    )
+    add_model_args(prune, prepared=True)
+    add_data_args(prune, default="rotten_tomatoes")
+    prune.add_argument("--seed", type=int, default=0, help="seed of the method and recovery")
+    prune.add_argument("--score-examples", type=int, default=256, help="texts used for scoring")
+    prune.add_argument("--eval-split", choices=("test", "validation"), default="test")
+    prune.add_argument("--eval-examples", type=int, help="evaluate on N texts (default: all)")
+    prune.add_argument("--recovery-steps", type=int, default=0, help="fine-tune after pruning")
+    prune.add_argument("--name", default="", help="a label for the run list")
+    prune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_args(prune)
+
+    runs = commands.add_parser("runs", help="list, export, import or delete stored runs")
+    runs.add_argument("--method", help="only runs of this method")
+    runs.add_argument("--filter", help="only runs whose name, method or key contains this")
+    action = runs.add_mutually_exclusive_group()
+    action.add_argument("--show", metavar="KEY", help="print one run (metrics, mask, trace size)")
+    action.add_argument("--export", metavar="KEY", help="export a run (see --to)")
+    action.add_argument("--import", dest="import_path", metavar="PATH", help="import a run")
+    action.add_argument("--delete", metavar="KEY", help="delete a run")
+    runs.add_argument("--to", help="export destination (.zip for an archive, else a folder)")
+    runs.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def _parse_value(raw: str, annotation: Any) -> Any:
+    """Turn a --set value into the config field's type."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    kind = args[0] if args else annotation
+    if raw.lower() in ("none", "null", ""):
+        return None
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{raw!r} is not a boolean; use true or false.")
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    return raw
+
+
+def method_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The method settings named by --sparsity and --set NAME=VALUE."""
+    from pruning.methods.base import get_method
+
+    config_class = get_method(args.method).config_class
+    hints = typing.get_type_hints(config_class)
+    config: dict[str, Any] = {}
+    if args.sparsity is not None:
+        if "sparsity" not in hints:
+            raise ValueError(f"Method {args.method!r} has no sparsity setting.")
+        config["sparsity"] = args.sparsity
+    for item in args.set:
+        name, sep, raw = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in hints:
+            known = ", ".join(sorted(hints))
+            raise ValueError(f"--set {item!r}: use NAME=VALUE with NAME one of: {known}.")
+        try:
+            config[name] = _parse_value(raw.strip(), hints[name])
+        except ValueError as error:
+            raise ValueError(f"--set {item!r}: {error}") from None
+    return config
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from pruning.methods.base import list_methods
+
+    rows: list[dict[str, Any]] = []
+    for cls in list_methods():
+        fields = [
+            {
+                "name": spec.name,
+                "default": spec.default if spec.default is not dataclasses.MISSING else None,
+                "help": spec.metadata.get("help", ""),
+            }
+            for spec in dataclasses.fields(cls.config_class)
+        ]
+        rows.append(
+            {
+                "name": cls.name,
+                "title": cls.title,
+                "granularity": cls.granularity,
+                "paper": cls.paper,
+                "settings": fields,
+            }
+        )
+    if args.json:
+        emit_json(rows)
+        return 0
+    for row in rows:
+        print(f"{row['name']:12} {row['title']} [{row['granularity']}]")
+        for spec in row["settings"]:
+            print(f"    {spec['name']}={spec['default']!r}  {spec['help']}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from pruning.pipeline import RunRequest, run_pruning
+
+    request = RunRequest(
+        method=args.method,
+        config=method_config_from_args(args),
+        model=parse_model_arg(args.model),
+        data=data_spec_from_args(args),
+        prepared_key=args.prepared,
+        seed=args.seed,
+        score_examples=args.score_examples,
+        eval_split=args.eval_split,
+        eval_examples=args.eval_examples,
+        recovery_steps=args.recovery_steps,
+        device=args.device,
+        name=args.name,
+    )
+    request.method_config()
+    bar = tqdm(total=1000, disable=args.no_progress, desc=args.method, unit="‰")
+
+    def on_event(event: Any) -> None:
+        bar.n = int(event.fraction * 1000)
+        bar.set_postfix_str(event.message[:60], refresh=True)
+
+    try:
+        record = run_pruning(request, on_event=on_event)
+    finally:
+        bar.close()
+    summary = {
+        "key": record.key,
+        "method": record.method,
+        "kept": int(record.mask.sum()),
+        "heads": int(record.mask.numel()),
+        "metrics": record.metrics,
+        "seconds": record.info.get("total_seconds"),
+    }
+    if args.json:
+        emit_json(summary)
+        return 0
+    dense, pruned = record.metrics["dense"], record.metrics["pruned"]
+    print(f"run {record.key}: {record.method}, kept {summary['kept']} of {summary['heads']} heads")
+    for name in ("accuracy", "mcc", "macro_f1", "loss"):
+        line = f"  {name:9} dense {dense.get(name, float('nan')):.4f}"
+        line += f"  pruned {pruned.get(name, float('nan')):.4f}"
+        if "recovered" in record.metrics:
+            line += f"  recovered {record.metrics['recovered'].get(name, float('nan')):.4f}"
+        print(line)
+    cost = record.metrics.get("cost", {})
+    if cost:
+        print(
+            f"  params {cost['params_dense']:,} -> {cost['params_pruned']:,}; "
+            f"FLOPs/example@{cost['flops_seq_len']} {cost['flops_dense'] / 1e9:.2f} G -> "
+            f"{cost['flops_pruned'] / 1e9:.2f} G"
+        )
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from cache.model_store import ModelStore
+    from cache.run_store import RunStore
+
+    store = RunStore()
+    if args.show:
+        record = store.get(args.show)
+        data = {**record.json_fields(), "mask": record.mask.int().tolist()}
+        data.pop("trace", None)
+        data["trace_events"] = len(record.trace)
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return 0
+    if args.delete:
+        if not store.delete(args.delete):
+            raise ValueError(f"No run {args.delete!r} in the store; `headscope runs` lists them.")
+        print(f"deleted {args.delete}")
+        return 0
+    if args.import_path:
+        record = store.import_run(args.import_path)
+        print(f"imported run {record.key} ({record.method})")
+        return 0
+    if args.export:
+        if not args.to:
+            raise ValueError("--export needs --to PATH (a .zip file or a folder).")
+        record = store.get(args.export)
+        base = tokenizer = None
+        if not record.has_model:
+            prepared = ModelStore().resolve(str(record.model.get("prepared_key")))
+            loaded = prepared.load(device="cpu")
+            base, tokenizer = loaded.model, loaded.tokenizer
+        target = store.export(
+            args.export,
+            args.to,
+            as_zip=str(args.to).endswith(".zip"),
+            base_model=base,
+            tokenizer=tokenizer,
+        )
+        print(f"exported run {args.export} to {target}")
+        return 0
+    summaries, problems = store.list(method=args.method, text=args.filter)
+    if args.json:
+        emit_json({"runs": [dataclasses.asdict(s) for s in summaries], "problems": problems})
+        return 0
+    for summary in summaries:
+        accuracy = summary.metrics.get("accuracy", float("nan"))
+        delta = summary.metrics.get("delta_accuracy", float("nan"))
+        print(
+            f"{summary.key}  {summary.created[:19]}  {summary.method:10} "
+            f"sparsity {summary.head_sparsity:6.1%}  acc {accuracy:.4f} (Δ {delta:+.4f})  "
+            f"{summary.name}"
+        )
+    for problem in problems:
+        print(f"warning: {problem}")
+    print(f"{len(summaries)} run(s) in {store.root}")
+    return 0

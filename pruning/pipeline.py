@@ -1,0 +1,314 @@
+"""One pruning run from request to stored result: the path every page, CLI call and sweep takes.
+
+``run_pruning`` loads the prepared classifier for the dataset, scores and masks heads with the
+chosen method, removes the heads for real, evaluates the pruned model with every metric, optionally
+fine-tunes it for a few recovery steps, and stores the run. A request whose result is already in
+the store returns at once (the key hashes everything that determines the result).
+
+Progress: ``on_event`` receives the method's :class:`TraceEvent` objects with their fraction
+rescaled to the whole run, plus ``stage`` events from the pipeline itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from cache.fingerprints import software_versions, spec_to_dict
+from cache.model_store import ModelStore, PreparedModel, check_label_compatibility
+from cache.run_store import RunRecord, RunStore
+from pruning.batching import make_batches
+from pruning.cost import count_parameters, flops_per_example
+from pruning.data import DataSpec, LabelledDataset, load_dataset
+from pruning.evaluate import Metrics, evaluate_split
+from pruning.heads import head_sparsity, remove_heads
+from pruning.methods.base import MethodConfig, PruningContext, TraceEvent, get_method
+from pruning.models import ModelSpec, pick_device
+from pruning.train import TrainConfig, fine_tune, planned_steps
+
+log = logging.getLogger(__name__)
+
+# Share of the progress bar each stage takes.
+_METHOD_SHARE, _EVAL_SHARE = 0.75, 0.15
+FLOPS_SEQ_LEN = 128
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything that determines a pruning run.
+
+    Attributes:
+        method: registry name (``headscope methods`` lists them).
+        config: the method's settings as a dict (validated by its config class).
+        model, data: the base encoder and the dataset; the classifier used is the newest one
+            prepared for this pair in the model store, unless ``prepared_key`` names one.
+        seed: seeds the method and the recovery fine-tuning.
+        score_split, score_examples: texts the method may use to score heads.
+        eval_split, eval_examples: texts the pruned model is evaluated on (None = whole split).
+        recovery_steps, recovery_lr: optional fine-tuning of the pruned model (0 = none; at
+            most 50 passes over the training split).
+        name: a label shown in the run list.
+    """
+
+    method: str
+    config: dict[str, Any] = field(default_factory=dict)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    prepared_key: str | None = None
+    seed: int = 0
+    score_split: Literal["validation", "train"] = "validation"
+    score_examples: int = 256
+    eval_split: Literal["validation", "test"] = "test"
+    eval_examples: int | None = None
+    recovery_steps: int = 0
+    recovery_lr: float = 5e-5
+    batch_size: int = 64
+    device: str = "auto"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.score_split not in ("validation", "train"):
+            raise ValueError("score_split must be 'validation' or 'train'.")
+        if self.eval_split not in ("validation", "test"):
+            raise ValueError("eval_split must be 'validation' or 'test'.")
+        if not 1 <= self.score_examples <= 100_000:
+            raise ValueError("score_examples must be between 1 and 100,000.")
+        if self.eval_examples is not None and self.eval_examples < 1:
+            raise ValueError("eval_examples must be at least 1 (or None for the whole split).")
+        if not 0 <= self.recovery_steps <= 100_000:
+            raise ValueError("recovery_steps must be between 0 and 100,000.")
+        if not 0 < self.recovery_lr <= 1e-2:
+            raise ValueError("recovery_lr must be in (0, 0.01]; 5e-5 is a good start.")
+        if not 1 <= self.batch_size <= 4096:
+            raise ValueError("batch_size must be between 1 and 4096.")
+
+    def method_config(self) -> MethodConfig:
+        """The validated method config (raises ValueError with a fix-it message)."""
+        return get_method(self.method).config_class.from_dict(dict(self.config))
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings besides the method config that change the result (part of the key)."""
+        return {
+            "score_split": self.score_split,
+            "score_examples": self.score_examples,
+            "eval_split": self.eval_split,
+            "eval_examples": self.eval_examples,
+            "recovery_steps": self.recovery_steps,
+            "recovery_lr": self.recovery_lr,
+        }
+
+
+def stage_event(message: str, fraction: float, **data: Any) -> TraceEvent:
+    """A pipeline progress event (not part of the method's trace)."""
+    return TraceEvent(kind="stage", step=-1, fraction=fraction, message=message, data=data)
+
+
+def resolve_prepared(
+    request: RunRequest, dataset: LabelledDataset, model_store: ModelStore
+) -> PreparedModel:
+    """The prepared classifier the run uses, checked against the dataset's classes.
+
+    Raises:
+        ValueError: when none is prepared for this model and dataset, or classes differ.
+    """
+    if request.prepared_key:
+        prepared = model_store.resolve(request.prepared_key)
+    else:
+        matches = model_store.find(request.model, request.data)
+        if not matches:
+            raise ValueError(
+                f"No classifier is prepared for {request.model.label} on {dataset.name}. "
+                "Prepare one first: `headscope prepare` (or the Overview page)."
+            )
+        prepared = matches[0]
+    check_label_compatibility(prepared.label_names, dataset.label_names)
+    return prepared
+
+
+def _metrics_dict(metrics: Metrics) -> dict[str, Any]:
+    return {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.to_dict().items()}
+
+
+def run_pruning(
+    request: RunRequest,
+    *,
+    store: RunStore | None = None,
+    model_store: ModelStore | None = None,
+    on_event: Callable[[TraceEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunRecord:
+    """Run (or fetch from the store) one pruning run and return its stored record.
+
+    Raises:
+        ValueError: bad settings, no prepared classifier, mismatched classes.
+        pruning.jobs.JobCancelled: when ``should_stop`` fired; nothing is stored then.
+    """
+    started = time.monotonic()
+    method_class = get_method(request.method)
+    config = request.method_config()
+    store = store or RunStore()
+    model_store = model_store or ModelStore()
+
+    def emit(event: TraceEvent) -> None:
+        if on_event is not None:
+            on_event(event)
+
+    emit(stage_event("loading data and the prepared classifier", 0.0))
+    dataset = load_dataset(request.data)
+    prepared = resolve_prepared(request, dataset, model_store)
+    model_fingerprint = f"prepared:{prepared.key}"
+    key = RunStore.key_for(
+        model_fingerprint=model_fingerprint,
+        data_fingerprint=dataset.fingerprint,
+        method=request.method,
+        config=config.to_dict(),
+        seed=request.seed,
+        extra=request.run_settings(),
+    )
+    if store.exists(key):
+        emit(stage_event("found in the run store", 1.0, cached=True))
+        return store.get(key)
+
+    device = pick_device(request.device)
+    loaded = prepared.load(device=device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    score_split = dataset.split(request.score_split).subset(request.score_examples, seed=0)
+    batches = [
+        batch.to(device)
+        for batch in make_batches(
+            tokenizer, score_split.texts, score_split.labels, batch_size=request.batch_size
+        )
+    ]
+
+    def forward_method_event(event: TraceEvent) -> None:
+        emit(dataclasses.replace(event, fraction=event.fraction * _METHOD_SHARE))
+
+    context = PruningContext(
+        model=model,
+        tokenizer=tokenizer,
+        dataset=dataset,
+        score_split=score_split,
+        batches=batches,
+        device=device,
+        seed=request.seed,
+        on_event=forward_method_event,
+        should_stop=should_stop,
+    )
+    method = method_class(config)
+    method_started = time.monotonic()
+    result = method.run(context)
+    method_seconds = time.monotonic() - method_started
+    context.check()
+
+    emit(stage_event("removing heads and evaluating", _METHOD_SHARE))
+    pruned = remove_heads(model, result.mask)
+    eval_split = dataset.split(request.eval_split)
+    if request.eval_examples is not None:
+        eval_split = eval_split.subset(request.eval_examples, seed=0)
+    stored_dense = prepared.metrics.get(request.eval_split)
+    if request.eval_examples is None and stored_dense:
+        dense_metrics = dict(stored_dense)
+    else:
+        dense_metrics = _metrics_dict(
+            evaluate_split(model, tokenizer, eval_split, batch_size=request.batch_size)
+        )
+    context.check()
+    pruned_metrics = _metrics_dict(
+        evaluate_split(pruned, tokenizer, eval_split, batch_size=request.batch_size)
+    )
+    metrics: dict[str, Any] = {
+        "dense": dense_metrics,
+        "pruned": pruned_metrics,
+        "cost": {
+            "params_dense": count_parameters(model),
+            "params_pruned": count_parameters(pruned),
+            "flops_dense": flops_per_example(model, FLOPS_SEQ_LEN),
+            "flops_pruned": flops_per_example(pruned, FLOPS_SEQ_LEN),
+            "flops_seq_len": FLOPS_SEQ_LEN,
+            "head_sparsity": head_sparsity(pruned),
+        },
+    }
+    recovered_model = None
+    if request.recovery_steps > 0:
+        context.check()
+        emit(stage_event("recovery fine-tuning", _METHOD_SHARE + _EVAL_SHARE))
+        recovery_share = 1.0 - _METHOD_SHARE - _EVAL_SHARE
+
+        def on_train(event: Any) -> None:
+            emit(
+                stage_event(
+                    f"recovery step {event.step}/{event.total_steps} · loss {event.loss:.3f}",
+                    _METHOD_SHARE + _EVAL_SHARE + recovery_share * event.fraction,
+                )
+            )
+
+        # Enough passes over the training split for the requested steps (TrainConfig caps at 50).
+        per_epoch, _ = planned_steps(len(dataset.train), TrainConfig())
+        recovery = TrainConfig(
+            epochs=min(50, math.ceil(request.recovery_steps / per_epoch)),
+            max_steps=request.recovery_steps,
+            lr=request.recovery_lr,
+            seed=request.seed,
+        )
+        fine_tune(
+            pruned,
+            tokenizer,
+            dataset.train,
+            recovery,
+            device=device,
+            on_event=on_train,
+            should_stop=should_stop,
+        )
+        context.check()
+        metrics["recovered"] = _metrics_dict(
+            evaluate_split(pruned, tokenizer, eval_split, batch_size=request.batch_size)
+        )
+        recovered_model = pruned
+
+    record = RunRecord(
+        key=key,
+        method=request.method,
+        config=config.to_dict(),
+        seed=request.seed,
+        model={
+            "spec": spec_to_dict(request.model),
+            "fingerprint": model_fingerprint,
+            "prepared_key": prepared.key,
+            "label": request.model.label,
+        },
+        data={
+            "spec": spec_to_dict(request.data),
+            "fingerprint": dataset.fingerprint,
+            "description": dataset.description,
+            "label_names": list(dataset.label_names),
+        },
+        metrics=metrics,
+        trace=[event.to_dict() for event in result.trace],
+        info={
+            "name": request.name or f"{method_class.title or request.method}",
+            "method_title": method_class.title,
+            "granularity": method_class.granularity,
+            "settings": request.run_settings(),
+            "method_info": result.info,
+            "method_seconds": method_seconds,
+            "total_seconds": time.monotonic() - started,
+            "device": str(device),
+            "versions": software_versions(),
+        },
+        mask=result.mask.to("cpu", torch.bool),
+        scores=None if result.scores is None else result.scores.detach().to("cpu", torch.float32),
+        extra_tensors={name: t.detach().cpu() for name, t in result.weight_masks.items()},
+        has_model=recovered_model is not None,
+    )
+    context.check()
+    saved = store.save(record, model=recovered_model, tokenizer=tokenizer)
+    emit(stage_event("stored", 1.0, key=key))
+    log.info("run %s (%s) stored in %.1f s", key, request.method, time.monotonic() - started)
+    return saved
