@@ -21,6 +21,22 @@ from pruning.methods.base import MethodConfig
 from pruning.models import ModelSpec
 
 
+def ensure_app_navigation() -> None:
+    """Make a first visit straight to a page URL go through app.py's navigation.
+
+    Streamlit treats a folder named ``pages/`` beside the entry script as a legacy multipage app
+    until the entry script has called ``st.navigation`` once in this server process. A first
+    request for ``/prune`` on a fresh server would run ``pages/prune.py`` alone: no navigation,
+    no shared sidebar, auto-generated page names. Switching that mode off and rerunning makes
+    Streamlit run ``app.py``, which routes to the requested page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 @st.cache_resource
 def executor() -> LocalExecutor:
     """The one executor of this server: jobs survive page reloads and are shared by sessions."""

@@ -9,7 +9,14 @@ import pandas as pd
 import streamlit as st
 
 from cache.paths import headscope_home
-from pages.common import cached_dataset, current_specs, executor, format_eta, prepared_for
+from pages.common import (
+    cached_dataset,
+    current_specs,
+    ensure_app_navigation,
+    executor,
+    format_eta,
+    prepared_for,
+)
 from pruning.data import DataSpec
 from pruning.jobs import Progress
 from pruning.models import ModelSpec
@@ -196,4 +203,5 @@ def main() -> None:
     prepare_panel(job_id)
 
 
+ensure_app_navigation()
 main()

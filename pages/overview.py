@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from cache.model_store import PreparedModel
-from pages.common import cached_dataset, executor, format_eta, prepared_for
+from pages.common import cached_dataset, ensure_app_navigation, executor, format_eta, prepared_for
 from pruning.cost import count_parameters, flops_per_example
 from pruning.data import DataSpec, LabelledDataset
 from pruning.heads import head_grid
@@ -198,4 +198,5 @@ def main() -> None:
     dataset_section(dataset)
 
 
+ensure_app_navigation()
 main()

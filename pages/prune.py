@@ -7,7 +7,15 @@ import json
 
 import streamlit as st
 
-from pages.common import config_form, current_specs, executor, format_eta, prepared_for, run_store
+from pages.common import (
+    config_form,
+    current_specs,
+    ensure_app_navigation,
+    executor,
+    format_eta,
+    prepared_for,
+    run_store,
+)
 from pruning.jobs import Progress
 from pruning.methods.base import TraceEvent, list_methods
 from pruning.pipeline import RunRequest, run_pruning
@@ -57,7 +65,7 @@ def settings_ui() -> RunRequest | None:
         st.markdown("**Method settings**")
         config = config_form(method.config_class, key=f"cfg-{name}")
         st.markdown("**Run settings**")
-        cols = st.columns(3)
+        cols = st.columns(2)
         seed = cols[0].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
         score_examples = cols[1].number_input(
             "Scoring texts",
@@ -67,9 +75,9 @@ def settings_ui() -> RunRequest | None:
             step=32,
             help="Validation texts the method may use to score heads.",
         )
-        eval_split = cols[2].selectbox("Evaluate on", ["test", "validation"])
-        cols = st.columns(3)
-        recovery_steps = cols[0].number_input(
+        cols = st.columns(2)
+        eval_split = cols[0].selectbox("Evaluate on", ["test", "validation"])
+        recovery_steps = cols[1].number_input(
             "Recovery fine-tuning steps",
             min_value=0,
             max_value=10_000,
@@ -77,7 +85,7 @@ def settings_ui() -> RunRequest | None:
             step=10,
             help="Fine-tune the pruned model for this many steps (0 = none).",
         )
-        name_label = cols[1].text_input("Run name", value="", placeholder="optional label")
+        name_label = st.text_input("Run name", value="", placeholder="optional label")
         submitted = st.form_submit_button("Run", type="primary")
     if not submitted:
         return None
@@ -124,7 +132,7 @@ def show_run(key: str) -> None:
         col.metric(label + (" (recovered)" if recovered else ""), f"{after:.3f}", delta)
     scores = None if record.scores is None else record.scores.numpy()
     figure = build_mask_heatmap(record.mask.numpy(), scores, title=record.info.get("name", ""))
-    st.plotly_chart(figure, use_container_width=True)
+    st.plotly_chart(figure, width="stretch")
     st.caption(f"Run `{record.key}` · stored; find it on the Runs page.")
 
 
@@ -170,7 +178,9 @@ def main() -> None:
         f"Classifier `{prepared.key}` · test accuracy "
         f"{(prepared.metric('accuracy') or 0.0):.3f} · classes {', '.join(prepared.label_names)}"
     )
-    request = settings_ui()
+    settings, results = st.columns([2, 3], gap="large")
+    with settings:
+        request = settings_ui()
     if request is not None:
         job_id = request_job_id(request)
         executor().submit(
@@ -182,10 +192,14 @@ def main() -> None:
         st.session_state.setdefault("prune_jobs", [])
         if job_id not in st.session_state["prune_jobs"]:
             st.session_state["prune_jobs"].append(job_id)
-    jobs_panel()
-    last = st.session_state.get("last_run")
-    if last:
-        show_run(str(last))
+    with results:
+        jobs_panel()
+        last = st.session_state.get("last_run")
+        if last:
+            show_run(str(last))
+        else:
+            st.info("Choose a method and press Run: progress and the resulting mask appear here.")
 
 
+ensure_app_navigation()
 main()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import model_store, run_store
+from pages.common import ensure_app_navigation, model_store, run_store
 from viz.compare import build_mask_comparison
 from viz.heads import build_mask_heatmap
 from viz.metrics import build_metric_deltas
@@ -103,9 +103,9 @@ def compare_ui(keys: list[str]) -> None:
         names,
         [None if r.scores is None else r.scores.numpy() for r in records],
     )
-    st.plotly_chart(figure, use_container_width=True)
+    st.plotly_chart(figure, width="stretch")
     rows = [r.metrics.get("recovered") or r.metrics.get("pruned", {}) for r in records]
-    st.plotly_chart(build_metric_deltas(rows, names), use_container_width=True)
+    st.plotly_chart(build_metric_deltas(rows, names), width="stretch")
 
 
 def main() -> None:
@@ -147,7 +147,7 @@ def main() -> None:
         scores = None if record.scores is None else record.scores.numpy()
         st.plotly_chart(
             build_mask_heatmap(record.mask.numpy(), scores, title=record.info.get("name", "")),
-            use_container_width=True,
+            width="stretch",
         )
         cols = st.columns(3)
         with cols[0]:
@@ -167,4 +167,5 @@ def main() -> None:
         import_ui()
 
 
+ensure_app_navigation()
 main()

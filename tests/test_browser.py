@@ -105,3 +105,19 @@ def test_overview_in_chromium_prepares_with_progress_and_cancels(dashboard: str)
         browser.close()
     outside = [u for u in requests if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1"))]
     assert not [u for u in outside if not u.startswith(("data:", "blob:", "about:"))], outside
+
+
+def test_first_visit_straight_to_a_page_gets_the_app_navigation(dashboard: str) -> None:
+    """A fresh server asked for /runs first must still show app.py's navigation and sidebar."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{dashboard}/runs")
+        expect(page.get_by_role("heading", name="Runs")).to_be_visible(timeout=90_000)
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar.get_by_text("Model & data")).to_be_visible()
+        expect(sidebar.get_by_text("Device:", exact=False)).to_be_visible()
+        assert sidebar.get_by_text("common", exact=True).count() == 0
+        browser.close()
