@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from cache.paths import headscope_home
+from pages.common import routed_by_app
 from pruning.models import pick_device
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -53,4 +54,5 @@ navigation = st.navigation(PAGES)
 with st.sidebar:
     st.markdown("**HeadScope**: prune attention heads, see what changed.")
     st.caption(f"Device: {device_label()} · store: `{headscope_home()}`")
-navigation.run()
+with routed_by_app():
+    navigation.run()

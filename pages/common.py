@@ -7,8 +7,11 @@ Cross-page state lives in ``st.session_state`` under non-widget keys: ``model_sp
 from __future__ import annotations
 
 import dataclasses
+import threading
 import types
 import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import streamlit as st
@@ -16,9 +19,23 @@ import streamlit as st
 from cache.model_store import ModelStore, PreparedModel
 from cache.run_store import RunStore
 from pruning.data import DataSpec, LabelledDataset, load_dataset
-from pruning.jobs import JobSnapshot, LocalExecutor
+from pruning.jobs import JobSnapshot, LocalExecutor, Progress
 from pruning.methods.base import MethodConfig
 from pruning.models import ModelSpec
+from pruning.prepare import prepare_model
+from pruning.train import TrainConfig, TrainEvent
+
+_ROUTE = threading.local()
+
+
+@contextmanager
+def routed_by_app() -> Iterator[None]:
+    """Mark the current script run as routed by app.py's ``st.navigation`` (app.py uses this)."""
+    _ROUTE.active = True
+    try:
+        yield
+    finally:
+        _ROUTE.active = False
 
 
 def ensure_app_navigation() -> None:
@@ -27,14 +44,15 @@ def ensure_app_navigation() -> None:
     Streamlit treats a folder named ``pages/`` beside the entry script as a legacy multipage app
     until the entry script has called ``st.navigation`` once in this server process. A first
     request for ``/prune`` on a fresh server would run ``pages/prune.py`` alone: no navigation,
-    no shared sidebar, auto-generated page names. Switching that mode off and rerunning makes
-    Streamlit run ``app.py``, which routes to the requested page.
+    no shared sidebar, auto-generated page names. When a page finds it was not routed by app.py,
+    it switches that mode off and reruns, so Streamlit runs ``app.py``, which routes to the page.
     """
+    if getattr(_ROUTE, "active", False):
+        return
     from streamlit.runtime.pages_manager import PagesManager
 
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 @st.cache_resource
@@ -133,3 +151,49 @@ def config_form(config_class: type[MethodConfig], key: str) -> dict[str, Any]:
                 label, value="" if default is None else str(default), help=help_text, key=widget_key
             )
     return values
+
+
+def prepare_work(model: ModelSpec, data: DataSpec) -> Callable[[Progress], str]:
+    """Background work that fine-tunes and stores a classifier; returns its store key."""
+
+    def work(progress: Progress) -> str:
+        def on_event(event: TrainEvent) -> None:
+            progress.update(
+                event.fraction, f"step {event.step}/{event.total_steps} · loss {event.loss:.3f}"
+            )
+
+        progress.update(0.0, "loading model and data")
+        prepared = prepare_model(
+            model, data, TrainConfig(), on_event=on_event, should_stop=progress.should_stop
+        )
+        return prepared.key
+
+    return work
+
+
+@st.fragment(run_every=1.0)
+def prepare_panel(job_id: str, title: str) -> None:
+    """Progress, ETA and Cancel of a preparation job; reruns the page once when it is done."""
+    job = executor().get(job_id)
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap.status == "queued":
+        st.info(f"{title}: queued, position {snap.queue_position} (one job runs at a time).")
+    elif snap.status == "running":
+        st.progress(snap.fraction, text=f"{title}: {snap.message}{format_eta(snap)}")
+        if st.button("Cancel preparation", key=f"cancel-{job_id}"):
+            job.cancel()
+    elif snap.status == "done":
+        handled = st.session_state.setdefault("handled_jobs", set())
+        st.success("Classifier prepared and stored.")
+        if job_id not in handled:
+            handled.add(job_id)
+            st.rerun(scope="app")
+    elif snap.status == "failed":
+        st.error(
+            f"Preparing the classifier failed: {snap.error}. Check the model and the dataset, "
+            "then press Prepare again; the store was left unchanged."
+        )
+    elif snap.status == "cancelled":
+        st.warning("Preparation was cancelled; nothing was stored.")

@@ -14,15 +14,13 @@ from pages.common import (
     current_specs,
     ensure_app_navigation,
     executor,
-    format_eta,
+    prepare_panel,
+    prepare_work,
     prepared_for,
 )
 from pruning.data import DataSpec
-from pruning.jobs import Progress
 from pruning.models import ModelSpec
-from pruning.prepare import prepare_model
 from pruning.tables import read_table
-from pruning.train import TrainConfig, TrainEvent
 
 
 def model_ui(current: ModelSpec) -> ModelSpec | None:
@@ -123,40 +121,6 @@ def data_ui(current: DataSpec) -> DataSpec | None:
         return None
 
 
-def prepare_work(model: ModelSpec, data: DataSpec):
-    def work(progress: Progress) -> str:
-        def on_event(event: TrainEvent) -> None:
-            progress.update(
-                event.fraction, f"step {event.step}/{event.total_steps} · loss {event.loss:.3f}"
-            )
-
-        return prepare_model(
-            model, data, TrainConfig(), on_event=on_event, should_stop=progress.should_stop
-        ).key
-
-    return work
-
-
-@st.fragment(run_every=1.0)
-def prepare_panel(job_id: str) -> None:
-    job = executor().get(job_id)
-    if job is None:
-        return
-    snap = job.snapshot()
-    if snap.status == "queued":
-        st.info(f"Preparation queued, position {snap.queue_position}.")
-    elif snap.status == "running":
-        st.progress(snap.fraction, text=f"Fine-tuning: {snap.message}{format_eta(snap)}")
-        if st.button("Cancel preparation", key=f"cancel-{job_id}"):
-            job.cancel()
-    elif snap.status == "done":
-        st.success("Classifier prepared and stored.")
-    elif snap.status == "failed":
-        st.error(f"Preparation failed: {snap.error}")
-    elif snap.status == "cancelled":
-        st.warning("Preparation was cancelled; nothing was stored.")
-
-
 def main() -> None:
     st.title("Model & data")
     current_model, current_data = current_specs()
@@ -200,7 +164,7 @@ def main() -> None:
     job_id = "prepare-" + hashlib.sha256(f"{model!r}{data!r}".encode()).hexdigest()[:12]
     if st.button("Prepare a classifier for this dataset"):
         executor().submit(job_id, "prepare", prepare_work(model, data))
-    prepare_panel(job_id)
+    prepare_panel(job_id, "Fine-tuning")
 
 
 ensure_app_navigation()

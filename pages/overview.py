@@ -13,14 +13,18 @@ import pandas as pd
 import streamlit as st
 
 from cache.model_store import PreparedModel
-from pages.common import cached_dataset, ensure_app_navigation, executor, format_eta, prepared_for
+from pages.common import (
+    cached_dataset,
+    ensure_app_navigation,
+    executor,
+    prepare_panel,
+    prepare_work,
+    prepared_for,
+)
 from pruning.cost import count_parameters, flops_per_example
 from pruning.data import DataSpec, LabelledDataset
 from pruning.heads import head_grid
-from pruning.jobs import Progress
 from pruning.models import ModelSpec, load_classifier
-from pruning.prepare import prepare_model
-from pruning.train import TrainConfig, TrainEvent
 
 AUTO_PREPARE = os.environ.get("HEADSCOPE_AUTOPREPARE", "1") != "0"
 PREPARE_JOB = "prepare-default"
@@ -38,26 +42,6 @@ def cached_architecture(spec: ModelSpec, label_names: tuple[str, ...]) -> dict[s
         "type": loaded.model.config.model_type,
         "hidden": loaded.model.config.hidden_size,
     }
-
-
-def prepare_work(model_spec: ModelSpec, data_spec: DataSpec):
-    def work(progress: Progress) -> PreparedModel:
-        def on_event(event: TrainEvent) -> None:
-            progress.update(
-                event.step / max(event.total_steps, 1),
-                f"step {event.step}/{event.total_steps} · loss {event.loss:.3f}",
-            )
-
-        progress.update(0.0, "loading model and data")
-        return prepare_model(
-            model_spec,
-            data_spec,
-            TrainConfig(),
-            on_event=on_event,
-            should_stop=progress.should_stop,
-        )
-
-    return work
 
 
 def dataset_section(dataset: LabelledDataset) -> None:
@@ -139,30 +123,6 @@ def metrics_section(prepared: PreparedModel) -> None:
         st.caption(f"Prepared in {float(seconds):.0f} s · stored at `{prepared.path}`")
 
 
-@st.fragment(run_every=1.0)
-def prepare_status(model_spec: ModelSpec, data_spec: DataSpec) -> None:
-    job = executor().get(PREPARE_JOB)
-    if job is None:
-        return
-    snap = job.snapshot()
-    if snap.status == "queued":
-        st.info(f"Preparation is queued, position {snap.queue_position} (one job runs at a time).")
-    elif snap.status == "running":
-        eta = format_eta(snap)
-        st.progress(snap.fraction, text=f"Fine-tuning the default classifier: {snap.message}{eta}")
-        if st.button("Cancel preparation", key="cancel-prepare"):
-            job.cancel()
-    elif snap.status == "done":
-        st.rerun()
-    elif snap.status == "failed":
-        st.error(
-            f"Preparing the classifier failed: {snap.error}. Check the dataset and model, then "
-            "press Prepare again; the store was left unchanged."
-        )
-    elif snap.status == "cancelled":
-        st.warning("Preparation was cancelled; nothing was stored.")
-
-
 def main() -> None:
     st.title("HeadScope")
     st.write(
@@ -194,7 +154,7 @@ def main() -> None:
         elif not running and st.button("Prepare the default classifier", type="primary"):
             executor().submit(PREPARE_JOB, "prepare default", prepare_work(model_spec, data_spec))
             st.rerun()
-        prepare_status(model_spec, data_spec)
+        prepare_panel(PREPARE_JOB, "Fine-tuning the default classifier")
     dataset_section(dataset)
 
 

@@ -25,6 +25,26 @@ def no_autoprepare(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEADSCOPE_AUTOPREPARE", "0")
 
 
+@pytest.fixture(autouse=True)
+def _server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run pages as a server does after its first request: through app.py's st.navigation.
+
+    AppTest resets Streamlit's legacy ``pages/`` flag before every run, so each run would start
+    as a legacy multipage run and pages.common.ensure_app_navigation would rerun it (losing the
+    widget interaction under test). A server sets the flag once, on its first request; that path
+    is covered by tests/test_browser.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
 def _texts(app: AppTest) -> str:
     parts = [e.value for e in app.markdown] + [e.value for e in app.caption]
     parts += [e.value for e in app.info] + [e.value for e in app.title]
