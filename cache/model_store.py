@@ -241,15 +241,28 @@ class ModelStore:
             entries.append(entry)
         return sorted(entries, key=lambda entry: entry.created, reverse=True)
 
-    def find(self, model_spec: ModelSpec, data_spec: Any) -> builtins.list[PreparedModel]:
-        """Entries prepared from this model spec on this data spec (any config), newest first."""
+    def find(
+        self, model_spec: ModelSpec, data_spec: Any, data_fingerprint: str | None = None
+    ) -> builtins.list[PreparedModel]:
+        """Entries prepared from this model spec on this data, newest first.
+
+        The data matches when its spec is the same or, given ``data_fingerprint``
+        (``LabelledDataset.fingerprint``), when the content is the same: the same CSV uploaded
+        again under another name finds the classifier prepared on it.
+        """
         wanted_model = spec_to_dict(model_spec)
         wanted_data = spec_to_dict(data_spec)
         return [
             entry
             for entry in self.list()
             if entry.info.get("model_spec") == wanted_model
-            and entry.info.get("data_spec") == wanted_data
+            and (
+                entry.info.get("data_spec") == wanted_data
+                or (
+                    data_fingerprint is not None
+                    and entry.info.get("data_fingerprint") == data_fingerprint
+                )
+            )
         ]
 
     def delete(self, key: str) -> bool:

@@ -82,8 +82,12 @@ def current_specs() -> tuple[ModelSpec, DataSpec]:
 
 
 def prepared_for(model: ModelSpec, data: DataSpec) -> PreparedModel | None:
-    """The newest classifier prepared for this model and dataset, if any."""
-    matches = model_store().find(model, data)
+    """The newest classifier prepared for this model and dataset (or the same data's content)."""
+    try:
+        fingerprint: str | None = cached_dataset(data).fingerprint
+    except (OSError, ValueError):
+        fingerprint = None
+    matches = model_store().find(model, data, fingerprint)
     return matches[0] if matches else None
 
 

@@ -121,7 +121,7 @@ def resolve_prepared(
     if request.prepared_key:
         prepared = model_store.resolve(request.prepared_key)
     else:
-        matches = model_store.find(request.model, request.data)
+        matches = model_store.find(request.model, request.data, dataset.fingerprint)
         if not matches:
             raise ValueError(
                 f"No classifier is prepared for {request.model.label} on {dataset.name}. "

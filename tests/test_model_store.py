@@ -118,6 +118,26 @@ def test_different_config_or_data_makes_a_separate_entry(
     assert store.find(ModelSpec(), data) == []
 
 
+def test_the_same_content_under_another_path_finds_the_entry(
+    tiny_inputs: tuple[ModelSpec, DataSpec], tmp_path: Path
+) -> None:
+    """An upload of the same CSV (stored under a new name) reuses the classifier prepared on it."""
+    model, data = tiny_inputs
+    store = ModelStore(tmp_path / "store")
+    entry, _ = _prepare(model, data, store)
+    copy = tmp_path / "uploads" / "copy.csv"
+    copy.parent.mkdir()
+    shutil.copy(str(data.path), copy)
+    moved = DataSpec(name="csv", path=str(copy))
+    assert store.find(model, moved) == []
+    same = load_dataset(moved).fingerprint
+    assert [e.key for e in store.find(model, moved, same)] == [entry.key]
+    changed = write_csv(tmp_path / "changed.csv", sentiment_rows(61))
+    other = load_dataset(DataSpec(name="csv", path=str(changed))).fingerprint
+    assert other != same
+    assert store.find(model, DataSpec(name="csv", path=str(changed)), other) == []
+
+
 def test_incomplete_and_damaged_entries_are_skipped(
     tiny_inputs: tuple[ModelSpec, DataSpec], caplog: pytest.LogCaptureFixture
 ) -> None:
