@@ -98,12 +98,21 @@ def compare_ui(keys: list[str]) -> None:
         )
         return
     names = [f"{r.info.get('name', r.method)} ({r.key[:6]})" for r in records]
+    # Scores of different methods live on different scales: then each run is coloured by its
+    # own min-max range (hover keeps the raw scores).
+    same_method = len({r.method for r in records}) == 1
     figure = build_mask_comparison(
         [r.mask.numpy() for r in records],
         names,
         [None if r.scores is None else r.scores.numpy() for r in records],
+        shared_range=same_method,
     )
     st.plotly_chart(figure, width="stretch")
+    if not same_method:
+        st.caption(
+            "Colours: each run's importance scores scaled to its own range (methods score heads "
+            "on different scales); hover a cell for the raw score."
+        )
     rows = [r.metrics.get("recovered") or r.metrics.get("pruned", {}) for r in records]
     st.plotly_chart(build_metric_deltas(rows, names), width="stretch")
 
