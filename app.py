@@ -47,6 +47,7 @@ PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),
     st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
+    st.Page("pages/search.py", title="A* search", icon=":material/travel_explore:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
 ]
 

@@ -7,6 +7,8 @@ Cross-page state lives in ``st.session_state`` under non-widget keys: ``model_sp
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import threading
 import types
 import typing
@@ -19,9 +21,10 @@ import streamlit as st
 from cache.model_store import ModelStore, PreparedModel
 from cache.run_store import RunStore
 from pruning.data import DataSpec, LabelledDataset, load_dataset
-from pruning.jobs import JobSnapshot, LocalExecutor, Progress
-from pruning.methods.base import MethodConfig
+from pruning.jobs import Job, JobSnapshot, LocalExecutor, Progress
+from pruning.methods.base import MethodConfig, TraceEvent
 from pruning.models import ModelSpec
+from pruning.pipeline import RunRequest, run_pruning
 from pruning.prepare import prepare_model
 from pruning.train import TrainConfig, TrainEvent
 
@@ -201,3 +204,90 @@ def prepare_panel(job_id: str, title: str) -> None:
         )
     elif snap.status == "cancelled":
         st.warning("Preparation was cancelled; nothing was stored.")
+
+
+def request_job_id(request: RunRequest, prefix: str = "prune") -> str:
+    """A job id per distinct request, so submitting the same request twice reattaches."""
+    payload = json.dumps(
+        {
+            "method": request.method,
+            "config": request.config,
+            "model": repr(request.model),
+            "data": repr(request.data),
+            "seed": request.seed,
+            "settings": request.run_settings(),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return f"{prefix}-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def pruning_work(request: RunRequest) -> Callable[[Progress], str]:
+    """Background work that runs (or fetches) one pruning run; returns its run key.
+
+    Every trace event reaches the job's snapshot, so pages can draw the method's live state.
+    """
+
+    def work(progress: Progress) -> str:
+        def on_event(event: TraceEvent) -> None:
+            progress.update(event.fraction, event.message or event.kind, event=event.to_dict())
+
+        record = run_pruning(request, on_event=on_event, should_stop=progress.should_stop)
+        return record.key
+
+    return work
+
+
+def submit_run(request: RunRequest, *, prefix: str, session_key: str) -> str:
+    """Queue a pruning run in the server's executor and remember it in this session."""
+    job_id = request_job_id(request, prefix)
+    executor().submit(
+        job_id,
+        request.method,
+        pruning_work(request),
+        meta={"title": request.name or request.method},
+    )
+    mine = st.session_state.setdefault(session_key, [])
+    if job_id not in mine:
+        mine.append(job_id)
+    return job_id
+
+
+def job_status(job: Job[Any], snap: JobSnapshot) -> None:
+    """One job's state: queue position, progress with ETA and Cancel, or how it ended."""
+    title = snap.meta.get("title", snap.name)
+    if snap.status in ("queued", "running"):
+        if snap.status == "queued":
+            st.info(f"{title}: queued, position {snap.queue_position} (one job runs at a time)")
+        else:
+            st.progress(snap.fraction, text=f"{title}: {snap.message}{format_eta(snap)}")
+        if st.button("Cancel", key=f"cancel-{job.job_id}"):
+            job.cancel()
+    elif snap.status == "failed":
+        st.error(f"{title} failed: {snap.error}")
+    elif snap.status == "cancelled":
+        st.warning(f"{title} was cancelled; nothing was stored.")
+
+
+def tracked_jobs(prefix: str, session_key: str) -> list[tuple[Job[Any], JobSnapshot]]:
+    """This session's jobs with ``prefix`` plus anyone's unfinished ones (shared machine).
+
+    A job that finished is reported once: its run key goes to ``st.session_state["last_run"]``
+    (and ``last_run_<session_key>``), it leaves the session's list and the page reruns.
+    """
+    mine = st.session_state.get(session_key, [])
+    shown = []
+    for job in executor().jobs():
+        if not job.job_id.startswith(f"{prefix}-"):
+            continue
+        snap = job.snapshot()
+        if snap.finished and job.job_id not in mine:
+            continue
+        if snap.status == "done":
+            st.session_state["last_run"] = snap.result
+            st.session_state[f"last_run_{session_key}"] = snap.result
+            st.session_state[session_key] = [j for j in mine if j != job.job_id]
+            st.rerun()
+        shown.append((job, snap))
+    return shown

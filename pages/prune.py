@@ -2,52 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import streamlit as st
 
 from pages.common import (
     config_form,
     current_specs,
     ensure_app_navigation,
-    executor,
-    format_eta,
+    job_status,
     prepared_for,
     run_store,
+    submit_run,
+    tracked_jobs,
 )
-from pruning.jobs import Progress
-from pruning.methods.base import TraceEvent, list_methods
-from pruning.pipeline import RunRequest, run_pruning
+from pruning.methods.base import list_methods
+from pruning.pipeline import RunRequest
 from viz.heads import build_mask_heatmap
-
-
-def request_job_id(request: RunRequest) -> str:
-    """A job id per distinct request, so submitting the same request twice reattaches."""
-    payload = json.dumps(
-        {
-            "method": request.method,
-            "config": request.config,
-            "model": repr(request.model),
-            "data": repr(request.data),
-            "seed": request.seed,
-            "settings": request.run_settings(),
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return "prune-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def prune_work(request: RunRequest):
-    def work(progress: Progress) -> str:
-        def on_event(event: TraceEvent) -> None:
-            progress.update(event.fraction, event.message or event.kind, event=event.to_dict())
-
-        record = run_pruning(request, on_event=on_event, should_stop=progress.should_stop)
-        return record.key
-
-    return work
 
 
 def settings_ui() -> RunRequest | None:
@@ -139,29 +108,8 @@ def show_run(key: str) -> None:
 @st.fragment(run_every=1.0)
 def jobs_panel() -> None:
     """Live progress of queued and running pruning jobs (all sessions share the machine)."""
-    jobs = [job for job in executor().jobs() if job.job_id.startswith("prune-")]
-    mine = st.session_state.get("prune_jobs", [])
-    for job in jobs:
-        snap = job.snapshot()
-        if snap.finished and job.job_id not in mine:
-            continue
-        title = snap.meta.get("title", snap.name)
-        if snap.status == "queued":
-            st.info(f"{title}: queued, position {snap.queue_position} (one job runs at a time)")
-            if st.button("Cancel", key=f"cancel-{job.job_id}"):
-                job.cancel()
-        elif snap.status == "running":
-            st.progress(snap.fraction, text=f"{title}: {snap.message}{format_eta(snap)}")
-            if st.button("Cancel", key=f"cancel-{job.job_id}"):
-                job.cancel()
-        elif snap.status == "done":
-            st.session_state["last_run"] = snap.result
-            st.session_state["prune_jobs"] = [j for j in mine if j != job.job_id]
-            st.rerun()
-        elif snap.status == "failed":
-            st.error(f"{title} failed: {snap.error}")
-        elif snap.status == "cancelled":
-            st.warning(f"{title} was cancelled; nothing was stored.")
+    for job, snap in tracked_jobs("prune", "prune_jobs"):
+        job_status(job, snap)
 
 
 def main() -> None:
@@ -182,16 +130,7 @@ def main() -> None:
     with settings:
         request = settings_ui()
     if request is not None:
-        job_id = request_job_id(request)
-        executor().submit(
-            job_id,
-            request.method,
-            prune_work(request),
-            meta={"title": request.name or request.method},
-        )
-        st.session_state.setdefault("prune_jobs", [])
-        if job_id not in st.session_state["prune_jobs"]:
-            st.session_state["prune_jobs"].append(job_id)
+        submit_run(request, prefix="prune", session_key="prune_jobs")
     with results:
         jobs_panel()
         last = st.session_state.get("last_run")

@@ -121,7 +121,7 @@ def main() -> None:
     st.title("Runs")
     store = run_store()
     cols = st.columns([2, 2, 1])
-    text = cols[0].text_input("Filter", placeholder="name, method or key")
+    text = cols[0].text_input("Filter", placeholder="name, method or key", key="runs-filter")
     summaries, problems = store.list(text=text.strip() or None)
     methods = sorted({s.method for s in summaries})
     chosen = cols[1].multiselect("Methods", methods, default=methods)

@@ -11,6 +11,8 @@ Examples::
     headscope methods
     headscope prune --method hisp --sparsity 0.5
     headscope runs
+    headscope prune --method astar --set budget=1.0 --score-examples 256
+    headscope bench astar --budget 1.0 --examples 256
 
 Errors about the input (a missing file, mismatched classes, bad options) print one line on stderr
 and exit with status 2.
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pruning.cli_bench import cmd_bench
 from pruning.cli_common import (
     TrainProgress,
     build_parser,
@@ -307,6 +310,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "methods": cmd_methods,
     "prune": cmd_prune,
     "runs": cmd_runs,
+    "bench": cmd_bench,
 }
 
 

@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pruning.cli_runs import add_run_commands
 
     add_run_commands(commands)
+    from pruning.cli_bench import add_bench_commands
+
+    add_bench_commands(commands)
     return parser
 
 

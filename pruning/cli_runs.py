@@ -49,6 +49,12 @@ def add_run_commands(commands: Any) -> None:
     add_model_args(prune, prepared=True)
     add_data_args(prune, default="rotten_tomatoes")
     prune.add_argument("--seed", type=int, default=0, help="seed of the method and recovery")
+    prune.add_argument(
+        "--score-split",
+        choices=("validation", "train"),
+        default="validation",
+        help="split the method scores on (A* search: the texts it evaluates candidates on)",
+    )
     prune.add_argument("--score-examples", type=int, default=256, help="texts used for scoring")
     prune.add_argument("--eval-split", choices=("test", "validation"), default="test")
     prune.add_argument("--eval-examples", type=int, help="evaluate on N texts (default: all)")
@@ -154,6 +160,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         data=data_spec_from_args(args),
         prepared_key=args.prepared,
         seed=args.seed,
+        score_split=args.score_split,
         score_examples=args.score_examples,
         eval_split=args.eval_split,
         eval_examples=args.eval_examples,

@@ -183,7 +183,11 @@ def run_pruning(
     batches = [
         batch.to(device)
         for batch in make_batches(
-            tokenizer, score_split.texts, score_split.labels, batch_size=request.batch_size
+            tokenizer,
+            score_split.texts,
+            score_split.labels,
+            batch_size=request.batch_size,
+            text_pairs=score_split.text_pairs,
         )
     ]
 

@@ -117,3 +117,44 @@ def test_runs_page_without_runs_says_how_to_start(no_autoprepare: None) -> None:
     app = _switch(AppTest.from_file(APP, default_timeout=120).run(), "pages/runs.py")
     assert not app.exception
     assert any("No runs stored yet" in i.value for i in app.info)
+
+
+def _wait_for_runs(count: int, timeout: float = 90) -> list:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while len(RunStore().list()[0]) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return RunStore().list()[0]
+
+
+def test_search_page_runs_astar_and_replays_it_next_to_random_trials(
+    no_autoprepare: None, tmp_path: Path
+) -> None:
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.session_state["model_spec"] = model
+    app.session_state["data_spec"] = data
+    app = _switch(app.run(), "pages/search.py")
+    assert not app.exception
+    assert any("No search stored yet" in i.value for i in app.info)
+    budget = next(n for n in app.number_input if n.label.startswith("Budget"))
+    budget.set_value(5.0)
+    app.button[0].click().run()  # the form's Run search button
+    assert not app.exception
+    summaries = _wait_for_runs(1)
+    assert [s.method for s in summaries] == ["astar"]
+    app.selectbox[0].set_value("random_budget")  # inside the form: sent with the submit
+    app.button[0].click().run()
+    assert sorted(s.method for s in _wait_for_runs(2)) == ["astar", "random_budget"]
+    app = _switch(app, "pages/search.py")
+    assert not app.exception
+    chooser = next(s for s in app.selectbox if s.label == "Search run")
+    astar = next(s for s in RunStore().list()[0] if s.method == "astar")
+    chooser.set_value(astar.key).run()
+    assert not app.exception
+    assert not app.error
+    labels = {m.label for m in app.metric}
+    assert {"Heads pruned", "Evaluations", "Budget used"} <= labels
+    charts = app.get("plotly_chart")
+    # Mask, cost chart, progress panels and the random-vs-A* distribution.
+    assert len(charts) >= 4
+    assert "Random pruning" in charts[-1].proto.spec or "random" in charts[-1].proto.spec.lower()

@@ -24,3 +24,23 @@ __all__ = [
     "build_metric_deltas",
     "mask_overlap",
 ]
+
+from viz.search import (
+    SearchTrace,
+    build_cost_chart,
+    build_random_vs_search,
+    build_search_mask,
+    build_search_progress,
+    parse_search_trace,
+    search_iterations,
+)
+
+__all__ += [
+    "SearchTrace",
+    "build_cost_chart",
+    "build_random_vs_search",
+    "build_search_mask",
+    "build_search_progress",
+    "parse_search_trace",
+    "search_iterations",
+]

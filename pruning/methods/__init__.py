@@ -5,6 +5,7 @@ Pages, the CLI and benchmarks find methods through :func:`pruning.methods.base.l
 method module, so importing this package (which ``base.load_builtin_methods`` does) has no cycle.
 """
 
+from pruning.methods import astar as astar  # A* search and its three baselines
 from pruning.methods import attention_stats, hisp, magnitude, random_heads
 
 __all__ = ["attention_stats", "hisp", "magnitude", "random_heads"]

@@ -1,0 +1,221 @@
+"""``headscope bench``: measurements that the README reports, reproducible with one command.
+
+``headscope bench astar`` runs A* head-pruning search on a prepared classifier twice in one
+process, once with the fast evaluation engine and once with the naive reference evaluator, on the
+same evaluation texts, checks that both prune the identical set of heads, and prints the time
+ratio; it then runs random pruning under the same budget (seeded trials) for comparison and
+evaluates the A*-pruned model (heads physically removed) on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pruning.cli_common import add_data_args, add_model_args, emit_json
+
+
+def add_bench_commands(commands: Any) -> None:
+    """Register ``headscope bench <what>`` on the ``headscope`` subparsers object."""
+    bench = commands.add_parser("bench", help="benchmarks reported in the README")
+    kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    astar = kinds.add_parser(
+        "astar", help="A* search with the fast engine vs the naive evaluator (time ratio)"
+    )
+    add_model_args(astar, prepared=True)
+    add_data_args(astar, default="rotten_tomatoes")
+    astar.add_argument("--budget", type=float, default=1.0, help="metric points (default 1.0)")
+    astar.add_argument("--metric", choices=("accuracy", "mcc", "f1"), default="accuracy")
+    astar.add_argument("--split", choices=("validation", "train"), default="validation")
+    astar.add_argument("--examples", type=int, default=256, help="evaluation texts (default 256)")
+    astar.add_argument("--random-trials", type=int, default=20, help="0 skips random pruning")
+    astar.add_argument("--skip-naive", action="store_true", help="time the fast engine only")
+    astar.add_argument("--out", type=Path, help="also write the result JSON to this file")
+    astar.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    astar.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _timed_search(evaluator: Any, n_layers: int, n_heads: int, budget: float) -> dict[str, Any]:
+    from pruning.methods.search_core import astar_search
+
+    started = time.perf_counter()
+    result = astar_search(
+        evaluator,
+        n_layers,
+        n_heads,
+        budget,
+        evaluate_many=evaluator.evaluate_many,
+        on_iteration=lambda payload: evaluator.set_anchor(
+            _current_mask(payload, n_layers, n_heads)
+        ),
+    )
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "pruned": [list(head) for head in result.pruned],
+        "heads_pruned": len(result.pruned),
+        "baseline": result.baseline,
+        "final_metric": result.final_metric,
+        "budget_used": result.budget_used,
+        "evaluations": result.evaluations,
+        "iterations": len(result.iterations),
+        "mask": result.mask,
+    }
+
+
+def _current_mask(iteration: dict[str, Any], n_layers: int, n_heads: int) -> Any:
+    import torch
+
+    mask = torch.tensor(iteration["mask"], dtype=torch.bool)
+    if mask.shape != (n_layers, n_heads):
+        raise ValueError("search iteration carries a mask of the wrong shape")
+    return mask
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``headscope bench <what>``."""
+    if args.bench == "astar":
+        return bench_astar(args)
+    raise ValueError(f"Unknown benchmark {args.bench!r}.")
+
+
+def bench_astar(args: argparse.Namespace) -> int:
+    """Fast vs naive A* on the same texts; random pruning under the same budget; test metrics."""
+    import torch
+
+    from cache.fingerprints import software_versions
+    from cache.model_store import ModelStore, check_label_compatibility
+    from pruning.batching import make_batches
+    from pruning.cli_common import data_spec_from_args, parse_model_arg
+    from pruning.data import DataSpec, load_dataset
+    from pruning.evaluate import evaluate_split
+    from pruning.fast_eval import FastMaskEvaluator, NaiveMaskEvaluator
+    from pruning.heads import head_grid, remove_heads
+    from pruning.methods.search_core import random_budget_trials
+    from pruning.models import pick_device
+
+    if args.examples < 1:
+        raise ValueError("--examples must be at least 1.")
+    if not 0 <= args.budget <= 100:
+        raise ValueError("--budget must be between 0 and 100 metric points.")
+    device = pick_device(args.device)
+    if args.prepared:
+        entry = ModelStore().resolve(args.prepared)
+        dataset = load_dataset(DataSpec(**entry.info["data_spec"]))
+    else:
+        model_spec, data_spec = parse_model_arg(args.model), data_spec_from_args(args)
+        dataset = load_dataset(data_spec)
+        found = ModelStore().find(model_spec, data_spec, dataset.fingerprint)
+        if not found:
+            raise ValueError(
+                f"No classifier is prepared for {model_spec.label} on {dataset.name}; run "
+                "`headscope prepare` with the same --model and --data first (A* needs a "
+                "fine-tuned classifier, not a fresh head)."
+            )
+        entry = found[0]
+    check_label_compatibility(entry.label_names, dataset.label_names)
+    loaded = entry.load(device=device)
+    description = f"{entry.info.get('model_label', 'model')} (prepared {entry.key})"
+    split = dataset.split(args.split).subset(args.examples, seed=0)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    n_layers, n_heads = head_grid(model)
+    batches = [
+        batch.to(device)
+        for batch in make_batches(
+            tokenizer, split.texts, split.labels, batch_size=64, text_pairs=split.text_pairs
+        )
+    ]
+    fast = FastMaskEvaluator(model, batches, metric=args.metric)
+    runs = {"fast": _timed_search(fast, n_layers, n_heads, args.budget)}
+    if not args.skip_naive:
+        naive = NaiveMaskEvaluator(
+            model,
+            tokenizer,
+            split.texts,
+            split.labels,
+            metric=args.metric,
+            text_pairs=split.text_pairs,
+        )
+        runs["naive"] = _timed_search(naive, n_layers, n_heads, args.budget)
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} · {torch.get_num_threads()} threads · {device}",
+        "model": description,
+        "prepared_key": entry.key,
+        "data": dataset.description,
+        "split": args.split,
+        "examples": len(split),
+        "metric": args.metric,
+        "budget": args.budget,
+        "versions": software_versions(),
+    }
+    for name, run in runs.items():
+        report[name] = {k: v for k, v in run.items() if k != "mask"}
+    if "naive" in runs:
+        report["identical_pruned_set"] = runs["fast"]["pruned"] == runs["naive"]["pruned"]
+        report["speedup"] = runs["naive"]["seconds"] / max(runs["fast"]["seconds"], 1e-9)
+    if args.random_trials > 0:
+        started = time.perf_counter()
+        trials = random_budget_trials(
+            fast, n_layers, n_heads, args.budget, trials=args.random_trials, seed=0
+        )
+        pruned_counts = [t["heads_pruned"] for t in trials]
+        report["random"] = {
+            "trials": len(trials),
+            "seconds": time.perf_counter() - started,
+            "heads_pruned_mean": sum(pruned_counts) / len(pruned_counts),
+            "heads_pruned_min": min(pruned_counts),
+            "heads_pruned_max": max(pruned_counts),
+            "budget_used_mean": sum(t["budget_used"] for t in trials) / len(trials),
+        }
+    test = dataset.split("test")
+    dense = entry.metrics.get("test") or evaluate_split(model, tokenizer, test).to_dict()
+    pruned_model = remove_heads(model, runs["fast"]["mask"])
+    pruned = evaluate_split(pruned_model, tokenizer, test).to_dict()
+    report["test"] = {"dense": dense, "pruned": pruned, "texts": len(test)}
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        emit_json(report)
+        return 0
+    _print_astar(report)
+    return 0
+
+
+def _print_astar(report: dict[str, Any]) -> None:
+    print(
+        f"A* search on {report['model']} · {report['data']} · {report['examples']} "
+        f"{report['split']} texts · budget {report['budget']:g} {report['metric']} points"
+    )
+    print(f"machine: {report['machine']} · {report['date']}")
+    for name in ("fast", "naive"):
+        if name not in report:
+            continue
+        run = report[name]
+        print(
+            f"  {name:5} engine: {run['heads_pruned']} heads pruned, metric "
+            f"{run['baseline']:.2f} -> {run['final_metric']:.2f}, {run['evaluations']} "
+            f"evaluations, {run['iterations']} iterations, {run['seconds']:.1f} s"
+        )
+    if "speedup" in report:
+        same = "identical" if report["identical_pruned_set"] else "DIFFERENT"
+        print(f"  fast engine is {report['speedup']:.1f}x faster; pruned sets are {same}")
+    if "random" in report:
+        r = report["random"]
+        print(
+            f"  random under the same budget ({r['trials']} trials): "
+            f"{r['heads_pruned_mean']:.1f} heads pruned on average "
+            f"(min {r['heads_pruned_min']}, max {r['heads_pruned_max']}), "
+            f"budget used {r['budget_used_mean']:.2f}"
+        )
+    test = report["test"]
+    print(
+        f"  test accuracy ({test['texts']} texts): dense {test['dense']['accuracy']:.4f}, "
+        f"A*-pruned {test['pruned']['accuracy']:.4f}"
+    )
