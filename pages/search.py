@@ -122,7 +122,13 @@ def settings_form() -> RunRequest | None:
 @st.fragment(run_every=1.0)
 def live_panel() -> None:
     """Progress of search jobs and, while one runs, its latest iteration."""
-    for job, snap in tracked_jobs("search", SESSION_JOBS):
+    jobs = tracked_jobs("search", SESSION_JOBS)
+    if not jobs:
+        st.info(
+            "Set the budget and press Run search: progress, the costs of the current iteration "
+            "and the mask appear here while it runs; the stored search replays below."
+        )
+    for job, snap in jobs:
         job_status(job, snap)
         if snap.status != "running":
             continue
@@ -250,9 +256,9 @@ def main() -> None:
     keys = [s.key for s in searches]
     labels = {s.key: f"{s.name} · {s.key[:8]} · {s.created}" for s in searches}
     last = st.session_state.get(f"last_run_{SESSION_JOBS}")
-    chosen = st.selectbox(
-        "Search run", keys, index=keys.index(last) if last in keys else 0, format_func=labels.get
-    )
+    searches_first = [s.key for s in searches if s.method != "random_budget"] or keys
+    default = last if last in keys else searches_first[0]
+    chosen = st.selectbox("Search run", keys, index=keys.index(default), format_func=labels.get)
     try:
         record = run_store().get(chosen)
     except ValueError as error:
