@@ -94,6 +94,18 @@ def prepared_for(model: ModelSpec, data: DataSpec) -> PreparedModel | None:
     return matches[0] if matches else None
 
 
+def require_prepared() -> PreparedModel | None:
+    """The classifier prepared for the chosen model and dataset, or None with a warning."""
+    model_spec, data_spec = current_specs()
+    prepared = prepared_for(model_spec, data_spec)
+    if prepared is None:
+        st.warning(
+            f"No classifier is prepared for {model_spec.label} on this dataset yet. "
+            "Prepare it on the Overview page (or with `headscope prepare`) first."
+        )
+    return prepared
+
+
 def format_eta(snap: JobSnapshot) -> str:
     """' · about 2 min 05 s left' once the estimate means something, else ''."""
     if snap.eta_s is None or snap.fraction < 0.02:

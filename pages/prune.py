@@ -9,7 +9,7 @@ from pages.common import (
     current_specs,
     ensure_app_navigation,
     job_status,
-    prepared_for,
+    require_prepared,
     run_store,
     submit_run,
     tracked_jobs,
@@ -114,13 +114,8 @@ def jobs_panel() -> None:
 
 def main() -> None:
     st.title("Prune")
-    model_spec, data_spec = current_specs()
-    prepared = prepared_for(model_spec, data_spec)
+    prepared = require_prepared()
     if prepared is None:
-        st.warning(
-            f"No classifier is prepared for {model_spec.label} on this dataset yet. "
-            "Prepare it on the Overview page (or with `headscope prepare`) first."
-        )
         return
     st.caption(
         f"Classifier `{prepared.key}` · test accuracy "

@@ -17,7 +17,7 @@ from pages.common import (
     current_specs,
     ensure_app_navigation,
     job_status,
-    prepared_for,
+    require_prepared,
     run_store,
     submit_run,
     tracked_jobs,
@@ -232,13 +232,8 @@ def main() -> None:
         f"{method.paper} · prunes the cheapest head while its metric cost fits the budget and "
         "drops from the search the heads whose estimated cost no longer fits."
     )
-    model_spec, data_spec = current_specs()
-    prepared = prepared_for(model_spec, data_spec)
+    prepared = require_prepared()
     if prepared is None:
-        st.warning(
-            f"No classifier is prepared for {model_spec.label} on this dataset yet. "
-            "Prepare it on the Overview page (or with `headscope prepare`) first."
-        )
         return
     settings, live = st.columns([2, 3], gap="large")
     with settings:

@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from browser_support import ARTIFACTS, chromium_page, external_requests, streamlit_server
+from cache.run_store import RunStore
 from conftest import prepared_tiny_setup
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -207,4 +208,38 @@ def test_flow_choose_prune_compare_export(tmp_path: Path) -> None:
     assert int(hisp.mask.sum()) == 4
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
 
+    assert not external_requests(requests)
+
+
+def test_astar_page_runs_a_search_and_replays_it(tmp_path: Path) -> None:
+    model_spec, data_spec = prepared_tiny_setup(tmp_path / "setup")
+    home = os.environ["HEADSCOPE_HOME"]
+    with (
+        streamlit_server(tmp_path / "streamlit.log", HEADSCOPE_HOME=home) as url,
+        chromium_page() as (page, requests),
+    ):
+        try:
+            page.goto(url)
+            choose_model_and_data(page, str(model_spec.path), Path(str(data_spec.path)))
+            go_to(page, "A* search")
+            expect(page.get_by_text("No search stored yet")).to_be_visible(timeout=LONG)
+            page.get_by_role("spinbutton", name="Budget (metric points)").fill("5")
+            page.get_by_role("button", name="Run search").click()
+            heads = page.get_by_test_id("stMetric").filter(has_text="Heads pruned")
+            expect(heads).to_be_visible(timeout=LONG)
+            expect(page.get_by_test_id("stMetric").filter(has_text="Evaluations")).to_be_visible()
+            # Mask, costs and progress panels of the replay.
+            expect(page.get_by_test_id("stPlotlyChart")).to_have_count(3, timeout=LONG)
+            expect(page.get_by_text("Search progress")).to_be_visible(timeout=LONG)
+            assert_no_error(page)
+            snap(page, "astar.png")
+            page.get_by_role("button", name="Open in Runs").click()
+            expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible(timeout=LONG)
+            expect(page.get_by_test_id("stDataFrame")).to_contain_text("astar", timeout=LONG)
+            assert_no_error(page)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "astar-failure.png"))
+            raise
+    (summary,) = RunStore().list()[0]
+    assert summary.method == "astar"
     assert not external_requests(requests)
