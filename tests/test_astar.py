@@ -605,9 +605,14 @@ def test_progress_and_stop_requests_reach_inside_a_batched_evaluation(
     progress = [e for e in result.trace if e.kind == "progress"]
     # every evaluation after the baseline ticks once; the baseline's tick precedes the start
     assert len(progress) == result.info["evaluations"] - 1
-    assert progress[0].message == "iteration 1 · 2 evaluations · budget 0.00 / 30.00"
+    assert progress[0].message == (
+        "iteration 1 · candidate 1/8 · 2 evaluations · budget 0.00 / 30.00"
+    )
     first = kinds.index("search_iteration")
     assert kinds[1:first] == ["progress"] * 8  # the 8 candidates of iteration 1
+    # The bar moves while iteration 1's candidates are evaluated (before any head is pruned).
+    inside = [e.fraction for e in result.trace[1:first]]
+    assert inside == sorted(inside) and 0 < inside[0] < inside[-1] <= 1 / 8 + 1e-9
     engines.clear()
     stopping = planted_context(should_stop=lambda: bool(engines and engines[-1].n_evaluations >= 3))
     with pytest.raises(JobCancelled):

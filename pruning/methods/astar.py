@@ -190,14 +190,34 @@ class _Reporter:
         self.step = 1
         self.budget_used = 0.0
         self.last_emit: float | None = None  # no progress before "search_start"
+        # Candidates of the running iteration and the evaluation count when it began: progress
+        # inside an iteration (the first one evaluates every head, a minute on a laptop CPU).
+        self.candidates = 0
+        self.evaluations_before = 0
 
     def tick(self, evaluations: int) -> None:
-        if self.last_emit is not None and time.monotonic() - self.last_emit >= PROGRESS_INTERVAL_S:
-            self._emit(
+        if self.last_emit is None or time.monotonic() - self.last_emit < PROGRESS_INTERVAL_S:
+            return
+        where = f"{self.step_name} {self.step}"
+        if self.step_name == "iteration" and self.candidates:
+            done = min(self.candidates, evaluations - self.evaluations_before)
+            where += f" · candidate {done}/{self.candidates}"
+            # One iteration removes at least one unit from the search space: move the bar
+            # through that share while its candidates are evaluated.
+            share = done / self.candidates / max(1, self.search_space)
+            self.context.emit(
                 "progress",
-                f"{self.step_name} {self.step} · {evaluations} evaluations · budget "
+                min(1.0, self.fraction + share),
+                f"{where} · {evaluations} evaluations · budget "
                 f"{self.budget_used:.2f} / {self.config.budget:.2f}",
             )
+            self.last_emit = time.monotonic()
+            return
+        self._emit(
+            "progress",
+            f"{where} · {evaluations} evaluations · budget "
+            f"{self.budget_used:.2f} / {self.config.budget:.2f}",
+        )
 
     def _emit(self, kind: str, message: str, **data: Any) -> None:
         self.last_emit = time.monotonic()
@@ -210,6 +230,8 @@ class _Reporter:
 
     def start(self, payload: dict[str, Any]) -> None:
         self.search_space = int(payload["search_space"])
+        self.candidates = self.search_space
+        self.evaluations_before = 1  # the baseline
         message = f"{payload['algorithm']}: baseline {payload['baseline']:.2f} points"
         data = {**payload, "metric": self.config.metric, "eval_examples": self.eval_examples()}
         self._emit("search_start", message, **data)
@@ -219,6 +241,8 @@ class _Reporter:
         self.fraction = max(self.fraction, 1.0 - searched / max(1, self.search_space))
         self.step = payload["iteration"] + 1
         self.budget_used = payload["budget_used"]
+        self.candidates = searched
+        self.evaluations_before = int(payload["evaluations"])
         budget = f"budget {payload['budget_used']:.2f} / {payload['budget']:.2f}"
         if payload["pruned"]:
             if self.evaluator is not None:
