@@ -43,6 +43,7 @@ from pruning.methods.base import (
     PruneResult,
     PruningContext,
     PruningMethod,
+    min_heads_field,
     register,
     ui,
 )
@@ -96,15 +97,7 @@ class SearchConfig(MethodConfig):
             choices=("accuracy", "mcc", "f1"),
         ),
     )
-    min_heads_per_layer: int = field(
-        default=0,
-        metadata=ui(
-            "Minimum heads per layer",
-            "Keep at least this many heads in every layer.",
-            min=0,
-            max=64,
-        ),
-    )
+    min_heads_per_layer: int = min_heads_field()
     engine: str = field(
         default="fast",
         metadata=ui(

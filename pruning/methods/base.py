@@ -48,6 +48,19 @@ def ui(
     return meta
 
 
+def min_heads_field() -> Any:
+    """The ``min_heads_per_layer`` config field shared by head-level methods."""
+    return field(
+        default=0,
+        metadata=ui(
+            "Minimum heads per layer",
+            "Keep at least this many heads in every layer.",
+            min=0,
+            max=64,
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Base of every method's config: a frozen dataclass whose fields carry UI metadata.
@@ -122,15 +135,7 @@ class HeadTargetConfig(MethodConfig):
             max=100_000,
         ),
     )
-    min_heads_per_layer: int = field(
-        default=0,
-        metadata=ui(
-            "Minimum heads per layer",
-            "Keep at least this many heads in every layer.",
-            min=0,
-            max=64,
-        ),
-    )
+    min_heads_per_layer: int = min_heads_field()
 
     def heads_to_prune(self, n_layers: int, n_heads: int) -> int:
         """The number of heads to remove on an ``n_layers x n_heads`` grid.
