@@ -42,6 +42,31 @@ def count_parameters(model: nn.Module, *, include_embeddings: bool = True) -> in
     return sum(p.numel() for p in model.parameters() if id(p) not in excluded)
 
 
+def nonzero_parameters(model: nn.Module) -> dict[str, int]:
+    """Honest size of an unstructured-sparse model.
+
+    Returns:
+        ``params_nonzero`` (parameters that are not exactly zero, shared tensors once),
+        ``dense_bytes`` (fp32, as stored dense) and ``sparse_bytes`` (fp32 values plus int32
+        column indices and row pointers, CSR, for every matrix; vectors stay dense).
+    """
+    seen: set[int] = set()
+    nonzero = dense_bytes = sparse_bytes = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        data = parameter.detach()
+        count = int(torch.count_nonzero(data))
+        nonzero += count
+        dense_bytes += 4 * data.numel()
+        if data.ndim == 2:
+            sparse_bytes += 8 * count + 4 * (data.shape[0] + 1)
+        else:
+            sparse_bytes += 4 * data.numel()
+    return {"params_nonzero": nonzero, "dense_bytes": dense_bytes, "sparse_bytes": sparse_bytes}
+
+
 def _linear_flops(module: nn.Module | None, rows: int) -> int:
     """2 * in * out FLOPs per row for every ``nn.Linear`` below ``module``."""
     if module is None:

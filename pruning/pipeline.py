@@ -25,7 +25,7 @@ from cache.fingerprints import software_versions, spec_to_dict
 from cache.model_store import ModelStore, PreparedModel, check_label_compatibility
 from cache.run_store import RunRecord, RunStore
 from pruning.batching import make_batches
-from pruning.cost import count_parameters, flops_per_example
+from pruning.cost import count_parameters, flops_per_example, nonzero_parameters
 from pruning.data import DataSpec, LabelledDataset, load_dataset
 from pruning.evaluate import Metrics, evaluate_split
 from pruning.heads import head_sparsity, remove_heads
@@ -212,7 +212,13 @@ def run_pruning(
     context.check()
 
     emit(stage_event("removing heads and evaluating", _METHOD_SHARE))
-    pruned = remove_heads(model, result.mask)
+    weight_level = method_class.granularity == "weight"
+    changed = result.model if result.model is not None else model
+    # A weight-level mask lives inside the heads: the masked copy is the pruned model (dense
+    # shape, zeros where pruned); head-level methods lose their heads for real.
+    pruned = (
+        changed if weight_level and result.model is not None else remove_heads(changed, result.mask)
+    )
     eval_split = dataset.split(request.eval_split)
     if request.eval_examples is not None:
         eval_split = eval_split.subset(request.eval_examples, seed=0)
@@ -239,6 +245,8 @@ def run_pruning(
             "head_sparsity": head_sparsity(pruned),
         },
     }
+    if weight_level:
+        metrics["cost"].update(nonzero_parameters(pruned))
     recovered_model = None
     if request.recovery_steps > 0:
         context.check()
@@ -269,11 +277,14 @@ def run_pruning(
             device=device,
             on_event=on_train,
             should_stop=should_stop,
+            weight_masks=result.weight_masks or None,
         )
         context.check()
         metrics["recovered"] = _metrics_dict(
             evaluate_split(pruned, tokenizer, eval_split, batch_size=request.batch_size)
         )
+        recovered_model = pruned
+    if recovered_model is None and result.model is not None:
         recovered_model = pruned
 
     record = RunRecord(

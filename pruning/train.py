@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -263,6 +263,7 @@ def fine_tune(
     on_event: Callable[[TrainEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     trainable: Iterable[nn.Parameter] | None = None,
+    weight_masks: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainReport:
     """Fine-tune a sequence classifier on a labelled split, IN PLACE.
 
@@ -285,6 +286,9 @@ def fine_tune(
         trainable: train only these parameters (even frozen ones); the others are frozen for the
             call. Every ``requires_grad`` flag is restored afterwards. Default: all parameters
             that require gradients.
+        weight_masks: bool masks by parameter name (``model.named_parameters()``), True = keep:
+            masked-out entries are zeroed before training and again after every optimiser step,
+            so an unstructured pruning mask stays exact while the rest re-trains.
 
     Raises:
         ValueError: on an empty split, labels beyond the model's outputs, nothing to train, or a
@@ -299,6 +303,8 @@ def fine_tune(
     if parameter is None:
         raise ValueError("The model has no parameters to train; pass a sequence classifier.")
     target = parameter.device
+    masked = _resolve_weight_masks(model, weight_masks or {}, target)
+    _apply_weight_masks(masked)
     groups, chosen = _parameter_groups(model, trainable, config.weight_decay)
     chosen_ids = {id(p) for p in chosen}
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -349,6 +355,7 @@ def fine_tune(
                     lr = float(optimizer.param_groups[0]["lr"])
                     loss = _train_step(model, batch.to(target), optimizer, config, autocast)
                     scheduler.step()
+                    _apply_weight_masks(masked)
                     losses.append(loss)
                     if on_event is not None:
                         elapsed = time.perf_counter() - start
@@ -380,6 +387,34 @@ def fine_tune(
         stopped=stopped,
         total_steps=total,
     )
+
+
+def _resolve_weight_masks(
+    model: nn.Module, weight_masks: Mapping[str, torch.Tensor], device: torch.device
+) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """Pair each masked parameter with its mask on ``device``, checking names and shapes."""
+    parameters = dict(model.named_parameters())
+    pairs = []
+    for name, mask in weight_masks.items():
+        if name not in parameters:
+            raise ValueError(
+                f"weight_masks names {name!r}, which is not a parameter of the model; use names "
+                "from model.named_parameters()."
+            )
+        parameter = parameters[name]
+        if tuple(mask.shape) != tuple(parameter.shape):
+            raise ValueError(
+                f"The mask of {name} has shape {tuple(mask.shape)} but the parameter has "
+                f"{tuple(parameter.shape)}."
+            )
+        pairs.append((parameter, mask.to(device=device, dtype=torch.bool)))
+    return pairs
+
+
+@torch.no_grad()
+def _apply_weight_masks(pairs: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+    for parameter, mask in pairs:
+        parameter.mul_(mask)
 
 
 def _train_step(

@@ -200,7 +200,13 @@ class PruneResult:
         scores: float ``(n_layers, n_heads)``, higher = more important, or None.
         trace: the ordered events emitted during the run.
         info: JSON-ready method facts (e.g. number of evaluations, iterations).
-        weight_masks: for weight-level methods, bool masks by parameter name; else empty.
+        weight_masks: for weight-level methods, bool masks by parameter name (True = keep, the
+            parameter's own shape, names as in ``model.named_parameters()`` of the dense model);
+            else empty.
+        model: a changed copy of the context's model when the method changed weights (joint
+            fine-tuning, masked weights, re-fine-tuning), with every head still present: the
+            pipeline removes the heads of ``mask`` from it (head-level methods), evaluates and
+            stores it. None when the method left the weights alone.
     """
 
     mask: torch.Tensor
@@ -208,6 +214,7 @@ class PruneResult:
     trace: tuple[TraceEvent, ...]
     info: dict[str, Any] = field(default_factory=dict)
     weight_masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    model: nn.Module | None = None
 
 
 @dataclass
