@@ -17,6 +17,7 @@ from pruning.cost import (
     flops_per_example,
     max_sequence_length,
     measure_latency,
+    nonzero_parameters,
 )
 from pruning.heads import remove_heads
 
@@ -159,3 +160,19 @@ def test_compare_latency_interleaves_and_reports_spread() -> None:
     assert 0 < report["speedup_min"] <= report["speedup"] <= report["speedup_max"]
     with pytest.raises(ValueError, match="seq_len"):
         compare_latency(dense, pruned, seq_len=100)
+
+
+def test_nonzero_parameters_counts_zeros_and_csr_bytes() -> None:
+    model = build_tiny_model("bert")
+    dense = nonzero_parameters(model)
+    # Fresh biases and the padding embedding row are zeros already.
+    assert 0.9 * count_parameters(model) < dense["params_nonzero"] < count_parameters(model)
+    assert dense["dense_bytes"] == 4 * count_parameters(model)
+    weight = model.bert.encoder.layer[0].intermediate.dense.weight
+    with torch.no_grad():
+        weight[:, : weight.shape[1] // 2] = 0
+    zeroed = weight.numel() // 2  # random normal weights: no exact zeros before
+    sparse = nonzero_parameters(model)
+    assert sparse["params_nonzero"] == dense["params_nonzero"] - zeroed
+    assert sparse["sparse_bytes"] == dense["sparse_bytes"] - 8 * zeroed
+    assert sparse["dense_bytes"] == dense["dense_bytes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -15,8 +16,15 @@ import torch
 
 from cache.run_store import RunStore
 from conftest import prepared_tiny_setup
-from pruning.heads import remove_heads
+from pruning.heads import head_grid, present_mask, remove_heads
 from pruning.jobs import JobCancelled, LocalExecutor
+from pruning.methods.base import (
+    REGISTRY,
+    PruneResult,
+    PruningContext,
+    PruningMethod,
+    load_builtin_methods,
+)
 from pruning.models import load_pruned
 from pruning.pipeline import RunRequest, run_pruning
 
@@ -169,3 +177,80 @@ def test_killed_worker_leaves_the_store_consistent(tiny, tmp_path) -> None:
         RunRequest(method="random", config={"sparsity": 0.5}, model=model, data=data)
     )
     assert RunStore().get(record.key).key == record.key
+
+
+class _ChangesWeights(PruningMethod):
+    """Test method: halves the classifier weights in a copy and keeps every head but one."""
+
+    title = "changes weights"
+
+    def run(self, context: PruningContext) -> PruneResult:
+        changed = copy.deepcopy(context.model)
+        with torch.no_grad():
+            changed.classifier.weight.mul_(0.5)
+        mask = torch.ones(head_grid(context.model), dtype=torch.bool)
+        mask[0, 0] = False
+        return PruneResult(mask=mask, scores=None, trace=(), model=changed)
+
+
+class _MasksWeights(PruningMethod):
+    """Test method (weight level): zeroes half of one FFN matrix in a copy."""
+
+    title = "masks weights"
+    granularity = "weight"
+    name_of_weight = "bert.encoder.layer.0.intermediate.dense.weight"
+
+    def run(self, context: PruningContext) -> PruneResult:
+        changed = copy.deepcopy(context.model)
+        weight = dict(changed.named_parameters())[self.name_of_weight]
+        keep = torch.ones(weight.shape, dtype=torch.bool)
+        keep[:, : weight.shape[1] // 2] = False
+        with torch.no_grad():
+            weight.mul_(keep)
+        mask = torch.ones(head_grid(context.model), dtype=torch.bool)
+        return PruneResult(
+            mask=mask,
+            scores=None,
+            trace=(),
+            weight_masks={self.name_of_weight: keep},
+            model=changed,
+        )
+
+
+@pytest.fixture
+def test_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    load_builtin_methods()
+    for name, cls in (("changes_weights", _ChangesWeights), ("masks_weights", _MasksWeights)):
+        monkeypatch.setitem(REGISTRY, name, cls)
+        monkeypatch.setattr(cls, "name", name)
+
+
+def test_a_method_that_changes_weights_has_its_copy_pruned_evaluated_and_stored(
+    tiny, test_methods
+) -> None:
+    model, data = tiny
+    record = run_pruning(RunRequest(method="changes_weights", model=model, data=data))
+    assert record.has_model and "recovered" not in record.metrics
+    stored = RunStore().load_model(record.key, device="cpu").model
+    from cache.model_store import ModelStore
+
+    base = ModelStore().resolve(record.model["prepared_key"]).load(device="cpu").model
+    assert torch.equal(stored.classifier.weight, 0.5 * base.classifier.weight)
+    assert not torch.equal(base.classifier.weight, stored.classifier.weight)
+    assert head_grid(stored) == head_grid(base) and int(present_mask(stored).sum()) == 7
+
+
+def test_a_weight_level_run_keeps_its_zeros_through_recovery(tiny, test_methods) -> None:
+    model, data = tiny
+    record = run_pruning(
+        RunRequest(method="masks_weights", model=model, data=data, recovery_steps=3)
+    )
+    cost = record.metrics["cost"]
+    assert cost["params_nonzero"] < cost["params_dense"]
+    assert cost["sparse_bytes"] > 0 and cost["dense_bytes"] == 4 * cost["params_dense"]
+    assert set(record.extra_tensors) == {_MasksWeights.name_of_weight}
+    stored = RunStore().load_model(record.key, device="cpu").model
+    weight = dict(stored.named_parameters())[_MasksWeights.name_of_weight]
+    keep = record.extra_tensors[_MasksWeights.name_of_weight]
+    assert torch.count_nonzero(weight[~keep]) == 0
+    assert int(present_mask(stored).sum()) == 8  # no head removed

@@ -196,3 +196,39 @@ def test_train_config_round_trips_and_carries_ui_metadata() -> None:
         TrainConfig.from_dict({"epoch": 1})
     for spec in fields(TrainConfig):
         assert {"min", "max", "help"} <= set(spec.metadata)
+
+
+def test_weight_masks_stay_exactly_zero_while_the_rest_trains() -> None:
+    model = small_bert()
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    parameter = dict(model.named_parameters())[name]
+    mask = torch.rand(parameter.shape, generator=torch.Generator().manual_seed(0)) > 0.5
+    before = parameter.detach().clone()
+    fine_tune(
+        model,
+        real_tokenizer(),
+        sentiment_split(16),
+        TrainConfig(batch_size=8, lr=1e-3, epochs=2),
+        weight_masks={name: mask},
+    )
+    after = dict(model.named_parameters())[name].detach()
+    assert torch.count_nonzero(after[~mask]) == 0
+    assert not torch.equal(after[mask], before[mask])
+
+
+def test_weight_masks_with_unknown_names_or_shapes_are_refused() -> None:
+    model = small_bert()
+    config = TrainConfig(batch_size=8)
+    with pytest.raises(ValueError, match="not a parameter"):
+        fine_tune(
+            model, real_tokenizer(), sentiment_split(8), config, weight_masks={"x": torch.ones(1)}
+        )
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    with pytest.raises(ValueError, match="has shape"):
+        fine_tune(
+            model,
+            real_tokenizer(),
+            sentiment_split(8),
+            config,
+            weight_masks={name: torch.ones(2, 2, dtype=torch.bool)},
+        )
