@@ -48,6 +48,8 @@ PAGES = [
     st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),
     st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
     st.Page("pages/search.py", title="A* search", icon=":material/travel_explore:"),
+    st.Page("pages/gates.py", title="Gates", icon=":material/toggle_on:"),
+    st.Page("pages/deepcuts.py", title="DeepCuts", icon=":material/grain:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
 ]
 

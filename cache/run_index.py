@@ -79,7 +79,8 @@ def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     ``accuracy``, ``mcc``, ``macro_f1``, ``loss``: the pruned model's (also as ``pruned_*``);
     ``dense_*`` and ``recovered_*``; ``delta_*`` = pruned - dense and ``recovered_delta_*`` =
     recovered - dense; the numeric ``cost`` entries (``params_pruned``, ...) and
-    ``params_reduction`` / ``flops_reduction`` (share removed).
+    ``params_reduction`` / ``flops_reduction`` (share removed); ``weight_sparsity`` (share of all
+    parameters that are exact zeros) for weight-level runs.
     """
     flat: dict[str, float] = {}
     for section in ("dense", "pruned", "recovered"):
@@ -101,6 +102,9 @@ def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
             dense, pruned = cost.get(f"{kind}_dense"), cost.get(f"{kind}_pruned")
             if _number(dense) and _number(pruned) and dense:
                 flat[f"{kind}_reduction"] = 1.0 - pruned / dense
+        nonzero, total = cost.get("params_nonzero"), cost.get("params_dense")
+        if _number(nonzero) and _number(total) and total:
+            flat["weight_sparsity"] = 1.0 - nonzero / total
     flat.update({k: v for k, v in metrics.items() if _number(v) and k not in flat})
     return flat
 

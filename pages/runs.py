@@ -25,6 +25,7 @@ def runs_table(summaries: list) -> pd.DataFrame:  # type: ignore[type-arg]
             "method": summary.method,
             "created": summary.created[:19].replace("T", " "),
             "head sparsity": summary.head_sparsity,
+            "weight sparsity": summary.metrics.get("weight_sparsity"),
             "seed": summary.seed,
         }
         for name in METRIC_COLUMNS:
@@ -141,6 +142,9 @@ def main() -> None:
         key="runs-table",
         column_config={
             "head sparsity": st.column_config.NumberColumn(format="percent"),
+            "weight sparsity": st.column_config.NumberColumn(
+                format="percent", help="Zeroed weights of unstructured (DeepCuts) runs"
+            ),
             **{c: st.column_config.NumberColumn(format="%.4f") for c in METRIC_COLUMNS},
             **{f"Δ {c}": st.column_config.NumberColumn(format="%+.4f") for c in METRIC_COLUMNS},
         },

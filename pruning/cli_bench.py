@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pruning.cli_bench_runs import add_run_bench_commands, cmd_run_bench
 from pruning.cli_common import add_data_args, add_model_args, emit_json
 
 
@@ -38,6 +39,7 @@ def add_bench_commands(commands: Any) -> None:
     astar.add_argument("--out", type=Path, help="also write the result JSON to this file")
     astar.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     astar.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_run_bench_commands(kinds)
 
 
 def _timed_search(evaluator: Any, n_layers: int, n_heads: int, budget: float) -> dict[str, Any]:
@@ -75,6 +77,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``headscope bench <what>``."""
     if args.bench == "astar":
         return bench_astar(args)
+    if args.bench in ("gates", "deepcuts"):
+        return cmd_run_bench(args)
     raise ValueError(f"Unknown benchmark {args.bench!r}.")
 
 

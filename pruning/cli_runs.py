@@ -254,10 +254,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for summary in summaries:
         accuracy = summary.metrics.get("accuracy", float("nan"))
         delta = summary.metrics.get("delta_accuracy", float("nan"))
+        weights = summary.metrics.get("weight_sparsity")
+        sparsity = (
+            f"weights {weights:6.1%}"
+            if weights is not None
+            else f"heads {summary.head_sparsity:6.1%}"
+        )
         print(
             f"{summary.key}  {summary.created[:19]}  {summary.method:10} "
-            f"sparsity {summary.head_sparsity:6.1%}  acc {accuracy:.4f} (Δ {delta:+.4f})  "
-            f"{summary.name}"
+            f"{sparsity}  acc {accuracy:.4f} (Δ {delta:+.4f})  {summary.name}"
         )
     for problem in problems:
         print(f"warning: {problem}")

@@ -47,8 +47,9 @@ def nonzero_parameters(model: nn.Module) -> dict[str, int]:
 
     Returns:
         ``params_nonzero`` (parameters that are not exactly zero, shared tensors once),
-        ``dense_bytes`` (fp32, as stored dense) and ``sparse_bytes`` (fp32 values plus int32
-        column indices and row pointers, CSR, for every matrix; vectors stay dense).
+        ``dense_bytes`` (fp32, as stored dense) and ``sparse_bytes``: each matrix stored the
+        cheaper way, dense or CSR (fp32 values plus int32 column indices and row pointers, so CSR
+        only pays below half density); vectors stay dense.
     """
     seen: set[int] = set()
     nonzero = dense_bytes = sparse_bytes = 0
@@ -61,7 +62,7 @@ def nonzero_parameters(model: nn.Module) -> dict[str, int]:
         nonzero += count
         dense_bytes += 4 * data.numel()
         if data.ndim == 2:
-            sparse_bytes += 8 * count + 4 * (data.shape[0] + 1)
+            sparse_bytes += min(8 * count + 4 * (data.shape[0] + 1), 4 * data.numel())
         else:
             sparse_bytes += 4 * data.numel()
     return {"params_nonzero": nonzero, "dense_bytes": dense_bytes, "sparse_bytes": sparse_bytes}

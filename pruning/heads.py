@@ -205,7 +205,7 @@ class EmptyAttention(nn.Module):
         return empty, None
 
 
-def _drop_copied_gate_hooks(model: nn.Module) -> None:
+def drop_gate_hooks(model: nn.Module) -> None:
     """A deep copy carries the original's gate hooks, sized for its heads: drop them."""
     for module in model.modules():
         for key, hook in list(module._forward_pre_hooks.items()):
@@ -228,7 +228,7 @@ def remove_heads(model: nn.Module, mask: torch.Tensor) -> nn.Module:
     mask = check_mask(model, mask).to(torch.bool)
     adapter = get_adapter(model)
     pruned = copy.deepcopy(model)
-    _drop_copied_gate_hooks(pruned)
+    drop_gate_hooks(pruned)
     size = head_dim(model)
     new_kept: list[list[int]] = []
     for layer_index, (layer, heads) in enumerate(

@@ -169,10 +169,17 @@ def test_nonzero_parameters_counts_zeros_and_csr_bytes() -> None:
     assert 0.9 * count_parameters(model) < dense["params_nonzero"] < count_parameters(model)
     assert dense["dense_bytes"] == 4 * count_parameters(model)
     weight = model.bert.encoder.layer[0].intermediate.dense.weight
+    rows, cols = weight.shape  # 64 x 32, random normal: no exact zeros before
     with torch.no_grad():
-        weight[:, : weight.shape[1] // 2] = 0
-    zeroed = weight.numel() // 2  # random normal weights: no exact zeros before
+        weight[:, : cols // 2] = 0  # half density: CSR (8 bytes a weight) does not pay
+    half = nonzero_parameters(model)
+    assert half["params_nonzero"] == dense["params_nonzero"] - weight.numel() // 2
+    assert half["sparse_bytes"] == dense["sparse_bytes"]
+    with torch.no_grad():
+        weight[:, : cols * 7 // 8] = 0  # an eighth kept: CSR pays
+    kept = rows * (cols - cols * 7 // 8)
     sparse = nonzero_parameters(model)
-    assert sparse["params_nonzero"] == dense["params_nonzero"] - zeroed
-    assert sparse["sparse_bytes"] == dense["sparse_bytes"] - 8 * zeroed
+    assert sparse["sparse_bytes"] == dense["sparse_bytes"] - 4 * weight.numel() + (
+        8 * kept + 4 * (rows + 1)
+    )
     assert sparse["dense_bytes"] == dense["dense_bytes"]

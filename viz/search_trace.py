@@ -88,7 +88,8 @@ class SearchTrace:
         return np.asarray(self.iterations[0]["mask"]).shape if self.iterations else None
 
 
-def _event_fields(event: Any, index: int) -> tuple[str, Mapping[str, Any]]:
+def event_fields(event: Any, index: int) -> tuple[str, Mapping[str, Any]]:
+    """``(kind, data)`` of a stored trace event (a dict) or a TraceEvent; ValueError otherwise."""
     if isinstance(event, Mapping):
         kind, data = event.get("kind"), event.get("data", {})
     else:  # a TraceEvent
@@ -151,7 +152,7 @@ def parse_search_trace(trace: SearchTrace | Trace) -> SearchTrace:
     trials: dict[int, dict[str, Any]] = {}
     kinds: set[str] = set()
     for index, event in enumerate(trace):
-        kind, data = _event_fields(event, index)
+        kind, data = event_fields(event, index)
         kinds.add(kind)
         if kind == "search_start":
             start = dict(data)

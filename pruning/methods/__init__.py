@@ -6,6 +6,22 @@ method module, so importing this package (which ``base.load_builtin_methods`` do
 """
 
 from pruning.methods import astar as astar  # A* search and its three baselines
-from pruning.methods import attention_stats, hisp, magnitude, random_heads
+from pruning.methods import (
+    attention_stats,
+    autoattention,
+    deepcuts,
+    hisp,
+    l0_gates,
+    magnitude,
+    random_heads,
+)
 
-__all__ = ["attention_stats", "hisp", "magnitude", "random_heads"]
+__all__ = [
+    "attention_stats",
+    "autoattention",
+    "deepcuts",
+    "hisp",
+    "l0_gates",
+    "magnitude",
+    "random_heads",
+]

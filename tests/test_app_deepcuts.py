@@ -1,0 +1,206 @@
+"""App tests of the DeepCuts page: form, stored-run results, IoU views, a real tiny run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from cache.model_store import ModelStore, PreparedModel
+from cache.run_store import RunRecord, RunStore
+from conftest import prepared_tiny_setup
+from pruning.methods.base import REGISTRY
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = "pages/deepcuts.py"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run pages through app.py's st.navigation, as a server does after its first request
+    (see tests/test_app.py for why AppTest needs this)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture(autouse=True)
+def _no_autoprepare(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADSCOPE_AUTOPREPARE", "0")
+
+
+def _deepcuts_registered() -> None:
+    """Register the method even where pruning.methods does not import it (yet)."""
+    pytest.importorskip("pruning.methods.deepcuts")
+
+
+def _open(tmp_path: Path | None = None) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120)
+    if tmp_path is not None:
+        model, data = prepared_tiny_setup(tmp_path / "setup")
+        app.session_state["model_spec"] = model
+        app.session_state["data_spec"] = data
+    return app.run().switch_page(PAGE).run()
+
+
+def _charts(app: AppTest) -> list[str]:
+    """Each chart's title and trace names (the JSON spec escapes non-ASCII text)."""
+    texts = []
+    for chart in app.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        names = [str(trace.get("name", trace.get("header", ""))) for trace in spec["data"]]
+        texts.append(" | ".join([spec["layout"].get("title", {}).get("text", ""), *names]))
+    return texts
+
+
+def _synthetic_run(prepared: PreparedModel, strategy: str, ratio: float, seed: int) -> RunRecord:
+    """A DeepCuts-like run on the prepared tiny model: random masks of its encoder weights."""
+    from pruning.weight_masks import head_density
+
+    model = prepared.load(device="cpu").model
+    generator = torch.Generator().manual_seed(seed)
+    masks = {
+        name: torch.rand(p.shape, generator=generator) < 1 / ratio
+        for name, p in model.named_parameters()
+        if ".encoder.layer." in name and name.endswith(".weight") and p.ndim == 2
+    }
+    density = head_density(model, masks)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    fingerprint = f"prepared:{prepared.key}"
+    config = {"strategy": strategy, "compression_ratio": ratio}
+    return RunRecord(
+        key=RunStore.key_for(
+            model_fingerprint=fingerprint,
+            data_fingerprint="data",
+            method="deepcuts",
+            config=config,
+            seed=seed,
+        ),
+        method="deepcuts",
+        config=config,
+        seed=seed,
+        model={"spec": {}, "fingerprint": fingerprint, "prepared_key": prepared.key},
+        data={"spec": {}, "fingerprint": "data", "label_names": ["negative", "positive"]},
+        metrics={
+            "dense": {"accuracy": 0.9},
+            "pruned": {"accuracy": 0.8 - 0.1 * seed},
+            "cost": {
+                "params_dense": 100_000,
+                "params_nonzero": 90_000,
+                "dense_bytes": 400_000,
+                "sparse_bytes": 720_000,
+            },
+        },
+        trace=[],
+        info={
+            "name": f"DeepCuts · {strategy} · {ratio:g}×",
+            "method_info": {"strategy": strategy, "achieved_ratio": total / kept},
+            "settings": {"eval_examples": None},
+        },
+        mask=density > 0,
+        scores=density,
+        extra_tensors=masks,
+    )
+
+
+def test_without_a_prepared_classifier_the_page_warns_and_shows_no_form() -> None:
+    app = _open()
+    assert not app.exception
+    assert "DeepCuts" in [t.value for t in app.title]
+    assert any("No classifier is prepared" in w.value for w in app.warning)
+    assert not app.multiselect
+
+
+def test_without_the_method_the_page_says_so_and_shows_no_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _deepcuts_registered()
+    monkeypatch.delitem(REGISTRY, "deepcuts")
+    app = _open(tmp_path)
+    assert not app.exception
+    assert any("DeepCuts method is not available" in e.value for e in app.error)
+    assert not app.multiselect
+    assert any("No DeepCuts run stored" in i.value for i in app.info)
+
+
+def test_stored_runs_show_curves_table_density_cost_and_iou(tmp_path: Path) -> None:
+    _deepcuts_registered()
+    pytest.importorskip("pruning.weight_masks")
+    app = AppTest.from_file(APP, default_timeout=120)
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    (prepared,) = ModelStore().list()
+    for seed, strategy in enumerate(("cam_cut", "smooth_cut")):
+        RunStore().save(_synthetic_run(prepared, strategy, 3.0, seed))
+    app.session_state["model_spec"] = model
+    app.session_state["data_spec"] = data
+    app = app.run().switch_page(PAGE).run()
+    assert not app.exception
+    assert not app.error
+
+    labels = [m.label for m in app.multiselect]
+    assert labels == ["Strategies", "Compression ratios"]
+    assert app.multiselect[0].value == ["cam_cut", "smooth_cut", "layer_mag_weight"]
+    assert app.multiselect[1].value == [3.0]
+    table = app.dataframe[0].value
+    assert sorted(table["strategy"]) == ["cam_cut", "smooth_cut"]
+    assert set(table["sparse MB"]) == {0.72}
+
+    charts = _charts(app)
+    # Ratio curves, density map, cost table, per-head IoU, per-layer IoU.
+    assert len(charts) == 5
+    assert "Accuracy against compression ratio" in charts[0] and "dense (0.9000)" in charts[0]
+    assert "Weight density per head" in charts[1]
+    assert "Sparse CSR (MB)" in charts[2]
+    assert "Weight-mask IoU per head" in charts[3]
+    assert "Weight-mask IoU per layer" in charts[4]
+    assert {m.label for m in app.metric} >= {
+        "Non-zero weights",
+        "Sparse size (CSR)",
+        "IoU over all masked weights",
+    }
+    assert any("no dense speed-up" in i.value for i in app.info)
+
+    app.radio[0].set_value("All strategies at one ratio").run()
+    assert not app.exception and not app.error
+    charts = _charts(app)
+    assert any("Mean IoU over heads at 3×" in c for c in charts)
+    assert any("Minimum IoU over heads at 3×" in c for c in charts)
+
+
+def test_a_real_tiny_run_is_submitted_stored_and_shown(tmp_path: Path) -> None:
+    _deepcuts_registered()
+    app = _open(tmp_path)
+    assert not app.exception
+    app.multiselect[0].set_value(["layer_mag_weight"])  # no gradients: the quickest strategy
+    next(b for b in app.button if b.label == "Run").click().run()
+    assert not app.exception and not app.error
+    deadline = time.monotonic() + 90
+    while not RunStore().list()[0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (summary,) = RunStore().list()[0]
+    record = RunStore().get(summary.key)
+    assert record.config["strategy"] == "layer_mag_weight" and record.extra_tensors
+    app = app.switch_page(PAGE).run()
+    assert not app.exception and not app.error
+    assert list(app.dataframe[0].value["strategy"]) == ["layer_mag_weight"]
+    assert any("Weight density per head" in c for c in _charts(app))
+
+    next(b for b in app.button if b.label == "Measure latency").click().run()
+    deadline = time.monotonic() + 60
+    while not any("Masked latency" in c for c in _charts(app)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        app.run()
+    assert not app.exception and not app.error
+    assert any("Masked latency" in c for c in _charts(app))

@@ -1,0 +1,88 @@
+"""`headscope bench gates` / `bench deepcuts`: tables of stored runs on a tiny prepared model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from cache.run_store import RunStore
+from conftest import prepared_tiny_setup
+from pruning.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> list[str]:
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    return ["--model", str(model.path), "--data", str(data.path), "--examples", "16",
+            "--device", "cpu", "--no-progress"]  # fmt: skip
+
+
+def test_bench_gates_sweeps_gate_rates_and_compares_at_a_fixed_sparsity(
+    tiny: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, table = tmp_path / "gates.json", tmp_path / "gates.md"
+    argv = ["bench", "gates", *tiny, "--gate-lrs", "5,50", "--steps", "4", "--sparsity", "0.25",
+            "--out", str(out), "--markdown", str(table)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    rows = {row["label"]: row for row in report["rows"]}
+    assert list(rows) == [
+        "AutoAttention, gate lr 5",
+        "AutoAttention, gate lr 50",
+        "AutoAttention, gate lr 50, fixed 25%",
+        "L0 hard-concrete (Voita et al.)",
+        "HISP 25% + 4 recovery steps",
+        "Random heads 25% + 4 recovery steps",
+    ]
+    assert [row["method"] for row in report["rows"]] == [
+        "autoattention", "autoattention", "autoattention", "l0_gates", "hisp", "random",
+    ]  # fmt: skip
+    assert rows["AutoAttention, gate lr 50, fixed 25%"]["heads_removed"] == 2  # 25% of 2 x 4
+    for label in ("HISP 25% + 4 recovery steps", "Random heads 25% + 4 recovery steps"):
+        assert rows[label]["heads_removed"] == 2
+        assert rows[label]["recovered_accuracy"] is not None
+        assert rows[label]["accuracy"] == rows[label]["recovered_accuracy"]
+    for row in report["rows"]:
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["dense_accuracy"] is not None
+    markdown = table.read_text()
+    assert markdown == capsys.readouterr().out
+    assert len(markdown.strip().splitlines()) == 2 + len(rows)
+    assert len(RunStore().list()[0]) == len(rows)
+    started = time.monotonic()
+    assert main(argv) == 0  # every row comes back from the store
+    assert time.monotonic() - started < 20
+    assert len(RunStore().list()[0]) == len(rows)
+
+
+def test_bench_deepcuts_tabulates_every_strategy_at_every_ratio(
+    tiny: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "deepcuts", *tiny, "--strategies", "layer_mag_weight,cam_cut",
+            "--ratios", "2,4", "--grad-batches", "1", "--json"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    pairs = [
+        (row["config"]["strategy"], row["config"]["compression_ratio"]) for row in report["rows"]
+    ]
+    assert pairs == [("layer_mag_weight", 2.0), ("layer_mag_weight", 4.0),
+                     ("cam_cut", 2.0), ("cam_cut", 4.0)]  # fmt: skip
+    for row, (_, ratio) in zip(report["rows"], pairs, strict=True):
+        assert row["achieved_ratio"] == pytest.approx(ratio, rel=0.02)
+        assert row["params_nonzero"] > 0 and row["heads_removed"] == 0
+
+
+def test_bad_bench_settings_are_refused_before_any_run(
+    tiny: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "deepcuts", *tiny, "--strategies", "nope"]) == 2
+    assert "Strategy must be one of" in capsys.readouterr().err
+    assert main(["bench", "gates", *tiny, "--gate-lrs", "fast"]) == 2
+    assert "comma-separated numbers" in capsys.readouterr().err
+    assert main(["bench", "gates", *tiny, "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert RunStore().list()[0] == []
