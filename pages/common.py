@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import threading
 import types
 import typing
@@ -123,6 +124,15 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _default_step(kind: type, default: Any) -> float:
+    """1 for ints; for floats one unit of the default's leading digit (1e-3 for 3e-3)."""
+    if kind is int:
+        return 1
+    if isinstance(default, int | float) and default > 0:
+        return float(10 ** math.floor(math.log10(default)))
+    return 0.01
+
+
 def config_form(config_class: type[MethodConfig], key: str) -> dict[str, Any]:
     """Draw one widget per config field from its ``ui()`` metadata; return the values.
 
@@ -153,7 +163,7 @@ def config_form(config_class: type[MethodConfig], key: str) -> dict[str, Any]:
             cast = int if kind is int else float
             low = meta.get("min")
             high = meta.get("max")
-            step = meta.get("step", 1 if kind is int else 0.01)
+            step = meta.get("step") or _default_step(kind, default)
             values[spec.name] = st.number_input(
                 label,
                 min_value=None if low is None else cast(low),
@@ -163,7 +173,8 @@ def config_form(config_class: type[MethodConfig], key: str) -> dict[str, Any]:
                 help=help_text,
                 key=widget_key,
                 placeholder="not set" if optional else None,
-                format="%d" if kind is int else None,
+                # %g: learning rates such as 3e-5 would read 0.00 under the default %0.2f.
+                format="%d" if kind is int else "%g",
             )
         else:
             values[spec.name] = st.text_input(

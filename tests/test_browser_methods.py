@@ -51,6 +51,13 @@ def test_gates_and_deepcuts_pages_run_and_show_their_results(tmp_path: Path) -> 
             expect(page.get_by_text("One run: density and honest size")).to_be_visible(timeout=LONG)
             expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=LONG)
             expect(page.get_by_text("no dense speed-up", exact=False)).to_be_visible(timeout=LONG)
+            # The three default strategies run one after the other; the table fills in.
+            expect(page.get_by_test_id("stDataFrame").first).to_contain_text(
+                "smooth_cut", timeout=LONG
+            )
+            expect(page.get_by_test_id("stDataFrame").first).to_contain_text(
+                "layer_mag_weight", timeout=LONG
+            )
             assert_no_error(page)
             snap(page, "deepcuts-tiny.png")
         except Exception:

@@ -22,6 +22,7 @@ from viz.grid import (
     MARGIN_LEFT,
     MARK_COLOUR,
     SCORE_COLOURSCALE,
+    accuracy_range,
     check_names,
     grid_cell_px,
     head_labels,
@@ -454,7 +455,8 @@ def build_ratio_curves(
         ticktext=[f"{r:g}×" for r in ticks],
         gridcolor="#eeeeee",
     )
-    fig.update_yaxes(title="accuracy", gridcolor="#eeeeee")
+    values = [y for trace in fig.data for y in (trace.y or ()) if y is not None and y == y]
+    fig.update_yaxes(title="accuracy", gridcolor="#eeeeee", range=accuracy_range(values))
     return fig
 
 

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from viz.gates_trace import GateHistory, snapshot_position
-from viz.grid import GRID_BG, KEPT_COLOUR, legend_below
+from viz.grid import GRID_BG, KEPT_COLOUR, accuracy_range, legend_below
 from viz.search import METRIC_COLOUR, PRUNED_COLOUR, SEARCH_LINE_COLOURS
 
 __all__ = ["build_gate_comparison", "build_gate_curves"]
@@ -138,7 +138,7 @@ def build_gate_curves(history: GateHistory, index: int | None = None) -> go.Figu
     fig.update_yaxes(title="gates", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title="loss", row=2, col=1)
     fig.update_yaxes(title="penalty", row=3, col=1)
-    fig.update_yaxes(title=metric, row=4, col=1)
+    fig.update_yaxes(title=metric, row=4, col=1, range=accuracy_range(history.val_metric.tolist()))
     return fig
 
 

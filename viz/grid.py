@@ -380,3 +380,13 @@ def set_coloraxis(fig: go.Figure, scores: list[np.ndarray], colour_title: str) -
     if bounds is not None:
         axis["cmin"], axis["cmax"] = bounds
     fig.update_layout(coloraxis=axis)
+
+
+def accuracy_range(values: Sequence[float], pad: float = 0.02) -> list[float]:
+    """A y range around accuracies, padded, within [0, 1] (plotly pads a flat line to ±0.5)."""
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    if not finite:
+        return [0.0, 1.0]
+    low, high = min(finite), max(finite)
+    pad = max(pad, 0.1 * (high - low))
+    return [max(0.0, low - pad), min(1.0, high + pad)]
