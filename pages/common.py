@@ -183,6 +183,41 @@ def config_form(config_class: type[MethodConfig], key: str) -> dict[str, Any]:
     return values
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The run settings every pruning form asks for (besides the method's own)."""
+
+    seed: int
+    examples: int
+    eval_split: typing.Literal["validation", "test"]
+    recovery_steps: int
+
+
+def run_settings_ui(examples_label: str, examples_help: str) -> RunSettings:
+    """Seed, scoring/validation texts, evaluation split and recovery steps (inside a form)."""
+    st.markdown("**Run settings**")
+    cols = st.columns(2)
+    seed = cols[0].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
+    examples = cols[1].number_input(
+        examples_label, min_value=8, max_value=20_000, value=256, step=32, help=examples_help
+    )
+    cols = st.columns(2)
+    eval_split = (
+        "validation"
+        if cols[0].selectbox("Evaluate on", ["test", "validation"]) == ("validation")
+        else "test"
+    )
+    recovery_steps = cols[1].number_input(
+        "Recovery fine-tuning steps",
+        min_value=0,
+        max_value=10_000,
+        value=0,
+        step=10,
+        help="Fine-tune the pruned model for this many steps afterwards (0 = none).",
+    )
+    return RunSettings(int(seed), int(examples), eval_split, int(recovery_steps))
+
+
 def prepare_work(model: ModelSpec, data: DataSpec) -> Callable[[Progress], str]:
     """Background work that fine-tunes and stores a classifier; returns its store key."""
 

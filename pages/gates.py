@@ -22,6 +22,7 @@ from pages.common import (
     ensure_app_navigation,
     job_status,
     require_prepared,
+    run_settings_ui,
     run_store,
     submit_run,
     tracked_jobs,
@@ -143,26 +144,8 @@ def settings_form(methods: dict[str, type[PruningMethod]], choice: str) -> list[
                 configs[name] |= draw_fields(
                     method, [n for n in own if n not in first_own], f"gates-{choice}-{name}"
                 )
-        st.markdown("**Run settings**")
-        cols = st.columns(2)
-        seed = cols[0].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
-        examples = cols[1].number_input(
-            "Validation texts",
-            min_value=8,
-            max_value=20_000,
-            value=256,
-            step=32,
-            help="Validation texts the gate snapshots measure accuracy on.",
-        )
-        cols = st.columns(2)
-        eval_split = cols[0].selectbox("Evaluate on", ["test", "validation"])
-        recovery_steps = cols[1].number_input(
-            "Recovery fine-tuning steps",
-            min_value=0,
-            max_value=10_000,
-            value=0,
-            step=10,
-            help="Fine-tune the pruned model for this many steps afterwards (0 = none).",
+        settings = run_settings_ui(
+            "Validation texts", "Validation texts the gate snapshots measure accuracy on."
         )
         label = st.text_input("Run name", value="", placeholder="optional label").strip()
         submitted = st.form_submit_button("Run both" if choice == BOTH else "Run", type="primary")
@@ -178,10 +161,10 @@ def settings_form(methods: dict[str, type[PruningMethod]], choice: str) -> list[
                 config=config,
                 model=model_spec,
                 data=data_spec,
-                seed=int(seed),
-                score_examples=int(examples),
-                eval_split=eval_split,
-                recovery_steps=int(recovery_steps),
+                seed=settings.seed,
+                score_examples=settings.examples,
+                eval_split=settings.eval_split,
+                recovery_steps=settings.recovery_steps,
                 name=f"{label} · {GATE_METHODS[name]}" if label else default_name,
             )
             request.method_config()

@@ -10,6 +10,7 @@ from pages.common import (
     ensure_app_navigation,
     job_status,
     require_prepared,
+    run_settings_ui,
     run_store,
     submit_run,
     tracked_jobs,
@@ -33,26 +34,8 @@ def settings_ui() -> RunRequest | None:
     with st.form(f"prune-form-{name}"):
         st.markdown("**Method settings**")
         config = config_form(method.config_class, key=f"cfg-{name}")
-        st.markdown("**Run settings**")
-        cols = st.columns(2)
-        seed = cols[0].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
-        score_examples = cols[1].number_input(
-            "Scoring texts",
-            min_value=8,
-            max_value=20_000,
-            value=256,
-            step=32,
-            help="Validation texts the method may use to score heads.",
-        )
-        cols = st.columns(2)
-        eval_split = cols[0].selectbox("Evaluate on", ["test", "validation"])
-        recovery_steps = cols[1].number_input(
-            "Recovery fine-tuning steps",
-            min_value=0,
-            max_value=10_000,
-            value=0,
-            step=10,
-            help="Fine-tune the pruned model for this many steps (0 = none).",
+        settings = run_settings_ui(
+            "Scoring texts", "Validation texts the method may use to score heads."
         )
         name_label = st.text_input("Run name", value="", placeholder="optional label")
         submitted = st.form_submit_button("Run", type="primary")
@@ -64,10 +47,10 @@ def settings_ui() -> RunRequest | None:
             config={k: v for k, v in config.items()},
             model=model_spec,
             data=data_spec,
-            seed=int(seed),
-            score_examples=int(score_examples),
-            eval_split=eval_split,
-            recovery_steps=int(recovery_steps),
+            seed=settings.seed,
+            score_examples=settings.examples,
+            eval_split=settings.eval_split,
+            recovery_steps=settings.recovery_steps,
             name=name_label.strip(),
         )
         request.method_config()
