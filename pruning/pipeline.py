@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from pruning.evaluate import Metrics, evaluate_split
 from pruning.heads import head_sparsity, remove_heads
 from pruning.methods.base import MethodConfig, PruningContext, TraceEvent, get_method
 from pruning.models import ModelSpec, pick_device
-from pruning.train import TrainConfig, fine_tune, planned_steps
+from pruning.train import TrainConfig, fine_tune
 
 log = logging.getLogger(__name__)
 
@@ -261,13 +260,8 @@ def run_pruning(
                 )
             )
 
-        # Enough passes over the training split for the requested steps (TrainConfig caps at 50).
-        per_epoch, _ = planned_steps(len(dataset.train), TrainConfig())
-        recovery = TrainConfig(
-            epochs=min(50, math.ceil(request.recovery_steps / per_epoch)),
-            max_steps=request.recovery_steps,
-            lr=request.recovery_lr,
-            seed=request.seed,
+        recovery = TrainConfig.for_steps(
+            request.recovery_steps, len(dataset.train), lr=request.recovery_lr, seed=request.seed
         )
         fine_tune(
             pruned,

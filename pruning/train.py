@@ -122,6 +122,21 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
+    def for_steps(
+        cls, steps: int, n_examples: int, *, lr: float, seed: int, batch_size: int = 32
+    ) -> TrainConfig:
+        """A config that trains ``steps`` optimiser steps on ``n_examples`` texts: enough passes
+        over them (at most 50), capped at ``steps``; the other settings keep their defaults."""
+        per_epoch = math.ceil(n_examples / batch_size)
+        return cls(
+            epochs=min(50, math.ceil(steps / max(1, per_epoch))),
+            max_steps=steps,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
         known = {spec.name for spec in fields(cls)}

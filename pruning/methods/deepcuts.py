@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +21,7 @@ from pruning.methods.base import (
 )
 from pruning.methods.scoring import dense_grid
 from pruning.models import model_fingerprint
-from pruning.train import TrainConfig, TrainEvent, fine_tune, planned_steps
+from pruning.train import TrainConfig, TrainEvent, fine_tune
 from pruning.weight_masks import head_density
 from pruning.weight_scores import (
     DATA_STRATEGIES,
@@ -205,8 +204,10 @@ class DeepCuts(PruningMethod):
         context.check()
         refine = config.refine_steps > 0
         score_share = 0.5 if refine else 0.95
-        cache_key = _score_key(context, config)
-        cached = _SCORES.get(cache_key)
+        # Only gradient scores are worth keeping: magnitudes take milliseconds.
+        uses_data = config.strategy in DATA_STRATEGIES
+        cache_key = _score_key(context, config) if uses_data else ()
+        cached = _SCORES.get(cache_key) if uses_data else None
         if cached is not None:
             scores, n_batches, n_examples = cached
             context.emit(
@@ -217,7 +218,7 @@ class DeepCuts(PruningMethod):
                 total_batches=n_batches,
                 cached=True,
             )
-        elif config.strategy in DATA_STRATEGIES:
+        elif uses_data:
             batches = gradient_batches(context, config)
 
             def on_batch(done: int, total: int) -> None:
@@ -300,13 +301,8 @@ class DeepCuts(PruningMethod):
         config = self.config
         lr = REWIND_LR if config.rewind else config.refine_lr
         split = context.dataset.train
-        per_epoch, _ = planned_steps(len(split), TrainConfig(batch_size=config.batch_size))
-        train_config = TrainConfig(
-            epochs=min(50, math.ceil(config.refine_steps / per_epoch)),
-            max_steps=config.refine_steps,
-            lr=lr,
-            batch_size=config.batch_size,
-            seed=context.seed,
+        train_config = TrainConfig.for_steps(
+            config.refine_steps, len(split), lr=lr, seed=context.seed, batch_size=config.batch_size
         )
 
         def on_event(event: TrainEvent) -> None:
@@ -402,15 +398,15 @@ _SCORES = _ScoreCache(capacity=3)
 
 
 def _score_key(context: PruningContext, config: DeepCutsConfig) -> tuple[Any, ...]:
-    data_settings: tuple[Any, ...] = ()
-    if config.strategy in DATA_STRATEGIES:
-        data_settings = (
-            context.dataset.fingerprint,
-            config.grad_batches,
-            config.batch_size,
-            config.cam_lambda,
-            config.smooth_samples,
-            config.smooth_noise_std,
-            context.seed,
-        )
-    return (model_fingerprint(context.model), config.strategy, *data_settings)
+    """Everything a gradient strategy's scores depend on."""
+    return (
+        model_fingerprint(context.model),
+        config.strategy,
+        context.dataset.fingerprint,
+        config.grad_batches,
+        config.batch_size,
+        config.cam_lambda,
+        config.smooth_samples,
+        config.smooth_noise_std,
+        context.seed,
+    )
