@@ -50,6 +50,8 @@ PAGES = [
     st.Page("pages/search.py", title="A* search", icon=":material/travel_explore:"),
     st.Page("pages/gates.py", title="Gates", icon=":material/toggle_on:"),
     st.Page("pages/deepcuts.py", title="DeepCuts", icon=":material/grain:"),
+    st.Page("pages/mcap.py", title="MCAP", icon=":material/psychology:"),
+    st.Page("pages/explanations.py", title="Explanations", icon=":material/lightbulb:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
 ]
 

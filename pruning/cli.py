@@ -40,6 +40,7 @@ from pruning.cli_common import (
     parse_model_arg,
     train_config_from_args,
 )
+from pruning.cli_explain import cmd_explain
 from pruning.cli_runs import cmd_methods, cmd_prune, cmd_runs
 
 log = logging.getLogger(__name__)
@@ -311,6 +312,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prune": cmd_prune,
     "runs": cmd_runs,
     "bench": cmd_bench,
+    "explain": cmd_explain,
 }
 
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pruning.cli_bench_explain import add_explain_bench, bench_explain
+from pruning.cli_bench_mcap import add_table1_bench, bench_table1
 from pruning.cli_bench_runs import add_run_bench_commands, cmd_run_bench
 from pruning.cli_common import add_data_args, add_model_args, emit_json
 
@@ -40,6 +42,8 @@ def add_bench_commands(commands: Any) -> None:
     astar.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     astar.add_argument("--json", action="store_true", help="print the result as JSON")
     add_run_bench_commands(kinds)
+    add_table1_bench(kinds)
+    add_explain_bench(kinds)
 
 
 def _timed_search(evaluator: Any, n_layers: int, n_heads: int, budget: float) -> dict[str, Any]:
@@ -79,6 +83,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_astar(args)
     if args.bench in ("gates", "deepcuts"):
         return cmd_run_bench(args)
+    if args.bench == "table1":
+        return bench_table1(args)
+    if args.bench == "explain":
+        return bench_explain(args)
     raise ValueError(f"Unknown benchmark {args.bench!r}.")
 
 

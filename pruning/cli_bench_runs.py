@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ def add_run_bench_commands(kinds: Any) -> None:
     gates = kinds.add_parser(
         "gates", help="AutoAttention gate-lr sweep; fixed sparsity vs HISP, random and L0"
     )
-    _add_shared(gates)
+    add_shared_bench_args(gates)
     gates.add_argument(
         "--gate-lrs",
         type=_floats,
@@ -61,7 +62,7 @@ def add_run_bench_commands(kinds: Any) -> None:
     deepcuts = kinds.add_parser(
         "deepcuts", help="DeepCuts: accuracy vs compression ratio per weight-importance strategy"
     )
-    _add_shared(deepcuts)
+    add_shared_bench_args(deepcuts)
     deepcuts.add_argument(
         "--strategies",
         type=_names,
@@ -85,7 +86,8 @@ def add_run_bench_commands(kinds: Any) -> None:
     )
 
 
-def _add_shared(parser: argparse.ArgumentParser) -> None:
+def add_shared_bench_args(parser: argparse.ArgumentParser) -> None:
+    """Model, data, split sizes, seed, device and output options of the run benches."""
     add_model_args(parser, prepared=True)
     add_data_args(parser, default="rotten_tomatoes")
     parser.add_argument("--examples", type=int, default=256, help="validation texts (256)")
@@ -119,7 +121,8 @@ def _names(text: str) -> list[str]:
     return values
 
 
-def _base_request(args: argparse.Namespace, **fields: Any) -> Any:
+def base_request(args: argparse.Namespace, **fields: Any) -> Any:
+    """A :class:`pruning.pipeline.RunRequest` with the shared options and ``fields``."""
     from pruning.cli_common import data_spec_from_args, parse_model_arg
     from pruning.pipeline import RunRequest
 
@@ -145,7 +148,7 @@ def gates_plan(args: argparse.Namespace) -> Plan:
         plan.append(
             (
                 f"AutoAttention, gate lr {gate_lr:g}",
-                _base_request(
+                base_request(
                     args,
                     method="autoattention",
                     config={**common, "gate_lr": gate_lr},
@@ -157,7 +160,7 @@ def gates_plan(args: argparse.Namespace) -> Plan:
     plan.append(
         (
             f"AutoAttention, gate lr {fixed_lr:g}, fixed {args.sparsity:.0%}",
-            _base_request(
+            base_request(
                 args,
                 method="autoattention",
                 config={**common, "gate_lr": fixed_lr, "fixed_sparsity": args.sparsity},
@@ -169,7 +172,7 @@ def gates_plan(args: argparse.Namespace) -> Plan:
         plan.append(
             (
                 "L0 hard-concrete (Voita et al.)",
-                _base_request(
+                base_request(
                     args,
                     method="l0_gates",
                     config={**common, "mu": args.l0_mu},
@@ -181,7 +184,7 @@ def gates_plan(args: argparse.Namespace) -> Plan:
         plan.append(
             (
                 f"{title} {args.sparsity:.0%} + {args.steps} recovery steps",
-                _base_request(
+                base_request(
                     args,
                     method=method,
                     config={"sparsity": args.sparsity},
@@ -208,7 +211,7 @@ def deepcuts_plan(args: argparse.Namespace) -> Plan:
             plan.append(
                 (
                     f"{strategy} x{ratio:g}",
-                    _base_request(
+                    base_request(
                         args,
                         method="deepcuts",
                         config=config,
@@ -308,25 +311,46 @@ def _num(value: Any, pattern: str) -> str:
 
 def cmd_run_bench(args: argparse.Namespace) -> int:
     """``headscope bench gates`` / ``headscope bench deepcuts``."""
-    import torch
-
-    from cache.fingerprints import software_versions
-
     plan = gates_plan(args) if args.bench == "gates" else deepcuts_plan(args)
     started = time.perf_counter()
     rows = run_plan(plan, progress=not args.no_progress)
     weight_level = args.bench == "deepcuts"
     table = markdown_table(rows, weight_level=weight_level)
-    report = {
+    report = bench_report(args, started, rows=rows)
+    return write_report(args, report, table)
+
+
+def bench_report(args: argparse.Namespace, started: float, **content: Any) -> dict[str, Any]:
+    """The JSON report of a bench: when, where, which versions, the exact command, ``content``."""
+    import torch
+
+    from cache.fingerprints import software_versions
+
+    return {
         "bench": args.bench,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} · {torch.get_num_threads()} threads",
-        "command": "headscope bench " + args.bench,
+        "machine": f"{platform.machine()} · {os.cpu_count()} cores · "
+        f"{torch.get_num_threads()} threads",
+        "command": command_line(args),
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "seconds": time.perf_counter() - started,
         "versions": software_versions(),
-        "rows": rows,
+        **content,
     }
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed when run from the ``headscope`` script, else its short form."""
+    import shlex
+    import sys
+
+    if Path(sys.argv[0]).name == "headscope" and len(sys.argv) > 1:
+        return "headscope " + shlex.join(sys.argv[1:])
+    return f"headscope bench {args.bench}"
+
+
+def write_report(args: argparse.Namespace, report: dict[str, Any], table: str) -> int:
+    """Write ``--out`` (JSON) and ``--markdown``; print the table (or JSON with ``--json``)."""
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -263,8 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_commands(commands)
     from pruning.cli_bench import add_bench_commands
+    from pruning.cli_explain import add_explain_command
 
     add_bench_commands(commands)
+    add_explain_command(commands)
     return parser
 
 

@@ -175,10 +175,13 @@ class LatencyResult:
     device: str
     threads: int
     dtype: str
+    times_ms: tuple[float, ...] = ()
 
-    def to_dict(self) -> dict[str, float | int | str]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (``times_ms`` as a list)."""
+        data = asdict(self)
+        data["times_ms"] = list(self.times_ms)
+        return data
 
 
 def _latency_result(
@@ -198,6 +201,7 @@ def _latency_result(
         device=str(device),
         threads=torch.get_num_threads(),
         dtype=dtype,
+        times_ms=tuple(float(t) for t in times_ms),
     )
 
 
@@ -336,31 +340,17 @@ def compare_latency(
     Raises:
         ValueError: as :func:`measure_latency`, or when the two models sit on different devices.
     """
-    _check_latency_args([dense, pruned], batch_size, seq_len, repeats, warmup, threads)
-    target = resolve_device(dense, device)
-    if model_device(pruned) != target:
-        raise ValueError(
-            f"The dense model is on {target} but the pruned one on {model_device(pruned)}; "
-            "put both on the same device to compare them."
-        )
-    with _num_threads(threads), eval_mode(dense), eval_mode(pruned):
-        run_dense = _timed_forward(dense, batch_size, seq_len, target, seed)
-        run_pruned = _timed_forward(pruned, batch_size, seq_len, target, seed)
-        for _ in range(warmup):
-            run_dense()
-            run_pruned()
-        dense_ms: list[float] = []
-        pruned_ms: list[float] = []
-        for index in range(repeats):
-            if index % 2 == 0:
-                dense_ms.append(run_dense())
-                pruned_ms.append(run_pruned())
-            else:
-                pruned_ms.append(run_pruned())
-                dense_ms.append(run_dense())
-        dense_result = _latency_result(dense_ms, dense, batch_size, seq_len, target)
-        pruned_result = _latency_result(pruned_ms, pruned, batch_size, seq_len, target)
-    ratios = [d / p for d, p in zip(dense_ms, pruned_ms, strict=True)]
+    dense_result, pruned_result = interleaved_latency(
+        [dense, pruned],
+        batch_size=batch_size,
+        seq_len=seq_len,
+        repeats=repeats,
+        warmup=warmup,
+        device=device,
+        threads=threads,
+        seed=seed,
+    )
+    ratios = [d / p for d, p in zip(dense_result.times_ms, pruned_result.times_ms, strict=True)]
     return {
         "dense": dense_result,
         "pruned": pruned_result,
@@ -369,3 +359,56 @@ def compare_latency(
         "speedup_max": max(ratios),
         "pair_speedups": ratios,
     }
+
+
+def interleaved_latency(
+    models: Sequence[nn.Module],
+    *,
+    batch_size: int = 1,
+    seq_len: int = 128,
+    repeats: int = 20,
+    warmup: int = 3,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+    on_round: Callable[[int, int], None] | None = None,
+) -> list[LatencyResult]:
+    """Time several models in interleaved rounds so that machine drift hits all of them alike.
+
+    Each round runs every model once; the order rotates every round (ABC, BCA, CAB, ...) so no
+    model always runs first or last. All models see the same random tokens. Arguments as
+    :func:`measure_latency`; ``LatencyResult.times_ms`` keeps the per-round times in round order.
+    ``on_round(done, repeats)`` is called after every round (progress; it may raise to cancel).
+
+    Raises:
+        ValueError: as :func:`measure_latency`, no models, or models on different devices.
+    """
+    if not models:
+        raise ValueError("Give at least one model to time.")
+    _check_latency_args(models, batch_size, seq_len, repeats, warmup, threads)
+    target = resolve_device(models[0], device)
+    for model in models[1:]:
+        if model_device(model) != target:
+            raise ValueError(
+                f"The first model is on {target} but another on {model_device(model)}; "
+                "put all models on the same device to compare them."
+            )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_num_threads(threads))
+        for model in models:
+            stack.enter_context(eval_mode(model))
+        runs = [_timed_forward(model, batch_size, seq_len, target, seed) for model in models]
+        for _ in range(warmup):
+            for run in runs:
+                run()
+        times: list[list[float]] = [[] for _ in models]
+        for round_index in range(repeats):
+            shift = round_index % len(models)
+            for index in [*range(shift, len(models)), *range(shift)]:
+                times[index].append(runs[index]())
+            if on_round is not None:
+                on_round(round_index + 1, repeats)
+        return [
+            _latency_result(ms, model, batch_size, seq_len, target)
+            for ms, model in zip(times, models, strict=True)
+        ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from cache.fingerprints import software_versions, spec_to_dict
 from cache.model_store import ModelStore, PreparedModel, check_label_compatibility
@@ -28,14 +29,17 @@ from pruning.cost import count_parameters, flops_per_example, nonzero_parameters
 from pruning.data import DataSpec, LabelledDataset, load_dataset
 from pruning.evaluate import Metrics, evaluate_split
 from pruning.heads import head_sparsity, remove_heads
+from pruning.jobs import JobCancelled
 from pruning.methods.base import MethodConfig, PruningContext, TraceEvent, get_method
-from pruning.models import ModelSpec, pick_device
+from pruning.models import LoadedClassifier, ModelSpec, load_classifier, pick_device
 from pruning.train import TrainConfig, fine_tune
 
 log = logging.getLogger(__name__)
 
-# Share of the progress bar each stage takes.
+# Share of the progress bar each stage takes ("before": the method, then the fine-tuning up to
+# _BEFORE_TRAIN_END, then evaluation).
 _METHOD_SHARE, _EVAL_SHARE = 0.75, 0.15
+_BEFORE_METHOD_SHARE, _BEFORE_TRAIN_END = 0.3, 0.85
 FLOPS_SEQ_LEN = 128
 
 
@@ -53,6 +57,11 @@ class RunRequest:
         eval_split, eval_examples: texts the pruned model is evaluated on (None = whole split).
         recovery_steps, recovery_lr: optional fine-tuning of the pruned model (0 = none; at
             most 50 passes over the training split).
+        protocol: ``"after"`` prunes the fine-tuned classifier; ``"before"`` prunes the base
+            encoder (with a fresh classifier head, seeded as the preparation seeds it), then
+            fine-tunes the pruned model with the prepared classifier's own training config, so
+            the result is comparable with the unpruned fine-tuned classifier (the MCAP paper's
+            protocol). Methods that score heads with the task loss see an untrained head then.
         name: a label shown in the run list.
     """
 
@@ -68,6 +77,7 @@ class RunRequest:
     eval_examples: int | None = None
     recovery_steps: int = 0
     recovery_lr: float = 5e-5
+    protocol: Literal["after", "before"] = "after"
     batch_size: int = 64
     device: str = "auto"
     name: str = ""
@@ -85,6 +95,16 @@ class RunRequest:
             raise ValueError("recovery_steps must be between 0 and 100,000.")
         if not 0 < self.recovery_lr <= 1e-2:
             raise ValueError("recovery_lr must be in (0, 0.01]; 5e-5 is a good start.")
+        if self.protocol not in ("after", "before"):
+            raise ValueError(
+                "protocol must be 'after' (prune the fine-tuned classifier) or "
+                "'before' (prune the encoder, then fine-tune)."
+            )
+        if self.protocol == "before" and self.recovery_steps:
+            raise ValueError(
+                "Recovery steps apply to the 'after' protocol only: with 'before' the pruned "
+                "model is fine-tuned in full anyway. Set recovery_steps to 0."
+            )
         if not 1 <= self.batch_size <= 4096:
             raise ValueError("batch_size must be between 1 and 4096.")
 
@@ -93,8 +113,12 @@ class RunRequest:
         return get_method(self.method).config_class.from_dict(dict(self.config))
 
     def run_settings(self) -> dict[str, Any]:
-        """The settings besides the method config that change the result (part of the key)."""
-        return {
+        """The settings besides the method config that change the result (part of the key).
+
+        ``protocol`` appears only when it is ``"before"``, so the keys of runs made before the
+        protocol existed still match.
+        """
+        settings: dict[str, Any] = {
             "score_split": self.score_split,
             "score_examples": self.score_examples,
             "eval_split": self.eval_split,
@@ -102,6 +126,9 @@ class RunRequest:
             "recovery_steps": self.recovery_steps,
             "recovery_lr": self.recovery_lr,
         }
+        if self.protocol == "before":
+            settings["protocol"] = "before"
+        return settings
 
 
 def stage_event(message: str, fraction: float, **data: Any) -> TraceEvent:
@@ -129,6 +156,66 @@ def resolve_prepared(
         prepared = matches[0]
     check_label_compatibility(prepared.label_names, dataset.label_names)
     return prepared
+
+
+def load_encoder(
+    request: RunRequest, prepared: PreparedModel, dataset: LabelledDataset
+) -> LoadedClassifier:
+    """The base encoder with a fresh classifier head, as the preparation starts from it.
+
+    The head is drawn under the prepared classifier's training seed, so with an all-keep mask the
+    "before" protocol retraces the preparation exactly.
+    """
+    train_config = TrainConfig.from_dict(dict(prepared.info.get("train_config", {})))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train_config.seed)
+        return load_classifier(request.model, label_names=dataset.label_names)
+
+
+def fine_tune_pruned(
+    pruned: nn.Module,
+    tokenizer: Any,
+    dataset: LabelledDataset,
+    prepared: PreparedModel,
+    *,
+    device: torch.device,
+    weight_masks: dict[str, torch.Tensor] | None,
+    emit: Callable[[TraceEvent], None],
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, Any]:
+    """Fine-tune a model pruned before fine-tuning, IN PLACE, as the prepared classifier was.
+
+    Same training config (epochs, rate, batch size, seed) as the prepared classifier's; weight
+    masks stay applied (pruned weights stay exactly zero).
+
+    Raises:
+        pruning.jobs.JobCancelled: when ``should_stop`` ended the training.
+    """
+    config = TrainConfig.from_dict(dict(prepared.info.get("train_config", {})))
+    span = _BEFORE_TRAIN_END - _BEFORE_METHOD_SHARE
+
+    def on_train(event: Any) -> None:
+        emit(
+            stage_event(
+                f"fine-tuning step {event.step}/{event.total_steps} · loss {event.loss:.3f}",
+                _BEFORE_METHOD_SHARE + span * event.fraction,
+            )
+        )
+
+    emit(stage_event("fine-tuning the pruned model", _BEFORE_METHOD_SHARE))
+    report = fine_tune(
+        pruned,
+        tokenizer,
+        dataset.train,
+        config,
+        device=device,
+        on_event=on_train,
+        should_stop=should_stop,
+        weight_masks=weight_masks,
+    )
+    if report.stopped:
+        raise JobCancelled(f"fine-tuning stopped after {report.steps} of {report.total_steps}")
+    return {"config": config.to_dict(), "report": report.to_dict()}
 
 
 def _metrics_dict(metrics: Metrics) -> dict[str, Any]:
@@ -176,8 +263,12 @@ def run_pruning(
         return store.get(key)
 
     device = pick_device(request.device)
-    loaded = prepared.load(device=device)
+    before = request.protocol == "before"
+    loaded = load_encoder(request, prepared, dataset) if before else prepared.load(device=device)
+    if before:
+        loaded.model.to(device)
     model, tokenizer = loaded.model, loaded.tokenizer
+    method_share = _BEFORE_METHOD_SHARE if before else _METHOD_SHARE
     score_split = dataset.split(request.score_split).subset(request.score_examples, seed=0)
     batches = [
         batch.to(device)
@@ -191,7 +282,7 @@ def run_pruning(
     ]
 
     def forward_method_event(event: TraceEvent) -> None:
-        emit(dataclasses.replace(event, fraction=event.fraction * _METHOD_SHARE))
+        emit(dataclasses.replace(event, fraction=event.fraction * method_share))
 
     context = PruningContext(
         model=model,
@@ -210,7 +301,7 @@ def run_pruning(
     method_seconds = time.monotonic() - method_started
     context.check()
 
-    emit(stage_event("removing heads and evaluating", _METHOD_SHARE))
+    emit(stage_event("removing heads and evaluating", method_share))
     weight_level = method_class.granularity == "weight"
     changed = result.model if result.model is not None else model
     # A weight-level mask lives inside the heads: the masked copy is the pruned model (dense
@@ -218,6 +309,19 @@ def run_pruning(
     pruned = (
         changed if weight_level and result.model is not None else remove_heads(changed, result.mask)
     )
+    fine_tune_info = None
+    if before:
+        fine_tune_info = fine_tune_pruned(
+            pruned,
+            tokenizer,
+            dataset,
+            prepared,
+            device=device,
+            weight_masks=result.weight_masks or None,
+            emit=emit,
+            should_stop=should_stop,
+        )
+        context.check()
     eval_split = dataset.split(request.eval_split)
     if request.eval_examples is not None:
         eval_split = eval_split.subset(request.eval_examples, seed=0)
@@ -225,8 +329,11 @@ def run_pruning(
     if request.eval_examples is None and stored_dense:
         dense_metrics = dict(stored_dense)
     else:
+        # Under "before" the model the method saw is the untrained encoder: the unpruned
+        # reference is the prepared (fine-tuned) classifier.
+        reference = prepared.load(device=device).model if before else model
         dense_metrics = _metrics_dict(
-            evaluate_split(model, tokenizer, eval_split, batch_size=request.batch_size)
+            evaluate_split(reference, tokenizer, eval_split, batch_size=request.batch_size)
         )
     context.check()
     pruned_metrics = _metrics_dict(
@@ -278,7 +385,7 @@ def run_pruning(
             evaluate_split(pruned, tokenizer, eval_split, batch_size=request.batch_size)
         )
         recovered_model = pruned
-    if recovered_model is None and result.model is not None:
+    if recovered_model is None and (result.model is not None or before):
         recovered_model = pruned
 
     record = RunRecord(
@@ -306,6 +413,7 @@ def run_pruning(
             "granularity": method_class.granularity,
             "settings": request.run_settings(),
             "method_info": result.info,
+            **({"fine_tune": fine_tune_info} if fine_tune_info is not None else {}),
             "method_seconds": method_seconds,
             "total_seconds": time.monotonic() - started,
             "device": str(device),

@@ -12,7 +12,8 @@ https://github.com/RuskinManku/DeepCuts (ShrinkBench strategies ``LayerMagWeight
 * :func:`masks_for_ratio`: bool masks, **True = keep**, that keep exactly ``round(n / r)``
   weights per tensor (layer scope) or overall (global scope). Scores computed once can be turned
   into masks for several ratios without recomputing gradients (:func:`masks_for_ratios`).
-* :func:`apply_weight_masks`: a copy of the model with the pruned weights set to exactly zero.
+* :func:`apply_weight_masks`: a copy of the model with the pruned weights set to exactly zero
+  (:func:`zero_pruned_weights` does the same in place, for a copy the caller already owns).
 
 Compression ratio: ``r = prunable weights / remaining weights``, counted over the prunable
 matrices only (ShrinkBench's ``compression`` also counts the parameters that are never pruned).
@@ -405,9 +406,23 @@ def apply_weight_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> n
     """
     check_weight_masks(model, masks)
     masked = copy.deepcopy(model)
-    parameters = dict(masked.named_parameters())
+    zero_pruned_weights(masked, masks)
+    return masked
+
+
+def zero_pruned_weights(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Set ``model``'s weights to exactly zero where the mask is False, IN PLACE.
+
+    Args:
+        model: changed in place (use :func:`apply_weight_masks` to keep the original).
+        masks: bool masks by parameter name, True = keep.
+
+    Raises:
+        ValueError: unknown names or mismatched shapes.
+    """
+    check_weight_masks(model, masks)
+    parameters = dict(model.named_parameters())
     with torch.no_grad():
         for name, mask in masks.items():
             parameter = parameters[name]
             parameter.masked_fill_(~mask.to(device=parameter.device, dtype=torch.bool), 0.0)
-    return masked

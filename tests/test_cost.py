@@ -15,6 +15,7 @@ from pruning.cost import (
     encoder_flops_per_example,
     flops_breakdown,
     flops_per_example,
+    interleaved_latency,
     max_sequence_length,
     measure_latency,
     nonzero_parameters,
@@ -160,6 +161,41 @@ def test_compare_latency_interleaves_and_reports_spread() -> None:
     assert 0 < report["speedup_min"] <= report["speedup"] <= report["speedup_max"]
     with pytest.raises(ValueError, match="seq_len"):
         compare_latency(dense, pruned, seq_len=100)
+
+
+def test_interleaved_latency_rotates_the_order_every_round(monkeypatch) -> None:
+    """Each round runs every model once and the first model changes every round."""
+    import pruning.cost as cost
+
+    models = [build_tiny_model("bert", layers=layers) for layers in (1, 2, 3)]
+    order: list[int] = []
+
+    def fake_forward(model: Any, *_args: Any) -> Any:
+        index = next(i for i, m in enumerate(models) if m is model)
+
+        def run() -> float:
+            order.append(index)
+            return float(index + 1)
+
+        return run
+
+    monkeypatch.setattr(cost, "_timed_forward", fake_forward)
+    results = interleaved_latency(models, seq_len=8, repeats=3, warmup=0)
+    assert order == [0, 1, 2, 1, 2, 0, 2, 0, 1]
+    assert [r.times_ms for r in results] == [(1.0,) * 3, (2.0,) * 3, (3.0,) * 3]
+    assert [r.median_ms for r in results] == [1.0, 2.0, 3.0]
+    assert results[0].to_dict()["times_ms"] == [1.0, 1.0, 1.0]
+
+
+def test_interleaved_latency_times_real_models_and_validates() -> None:
+    dense, pruned = worked_case()
+    results = interleaved_latency([dense, pruned, dense], seq_len=16, repeats=4, warmup=1)
+    assert [r.repeats for r in results] == [4, 4, 4]
+    assert all(r.median_ms > 0 and len(r.times_ms) == 4 for r in results)
+    with pytest.raises(ValueError, match="at least one model"):
+        interleaved_latency([])
+    with pytest.raises(ValueError, match="seq_len"):
+        interleaved_latency([dense, pruned], seq_len=100)
 
 
 def test_nonzero_parameters_counts_zeros_and_csr_bytes() -> None:

@@ -254,3 +254,76 @@ def test_a_weight_level_run_keeps_its_zeros_through_recovery(tiny, test_methods)
     keep = record.extra_tensors[_MasksWeights.name_of_weight]
     assert torch.count_nonzero(weight[~keep]) == 0
     assert int(present_mask(stored).sum()) == 8  # no head removed
+
+
+def test_before_protocol_with_every_head_kept_retraces_the_preparation(tiny) -> None:
+    """Prune-before-fine-tuning keeping all heads = the prepared classifier: same fresh head,
+    same training config and seed, so identical metrics (the comparison is fair)."""
+    model, data = tiny
+    record = run_pruning(
+        RunRequest(
+            method="random",
+            config={"sparsity": 0.0},
+            model=model,
+            data=data,
+            protocol="before",
+            score_examples=16,
+        )
+    )
+    assert record.info["settings"]["protocol"] == "before"
+    assert record.info["fine_tune"]["config"]["max_steps"] == 2
+    assert record.has_model
+    for name in ("accuracy", "loss", "mcc"):
+        assert record.metrics["pruned"][name] == pytest.approx(record.metrics["dense"][name])
+    from cache.model_store import ModelStore
+
+    prepared = ModelStore().resolve(record.model["prepared_key"]).load(device="cpu").model
+    stored = RunStore().load_model(record.key, device="cpu").model
+    for (name, a), (_, b) in zip(
+        prepared.state_dict().items(), stored.state_dict().items(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_before_protocol_prunes_the_untrained_encoder_then_fine_tunes(tiny) -> None:
+    model, data = tiny
+    after = run_pruning(
+        RunRequest(method="random", config={"sparsity": 0.5}, model=model, data=data)
+    )
+    before = run_pruning(
+        RunRequest(
+            method="random", config={"sparsity": 0.5}, model=model, data=data, protocol="before"
+        )
+    )
+    assert before.key != after.key
+    assert "protocol" not in after.info["settings"]  # keys of older runs are unchanged
+    assert torch.equal(before.mask, after.mask)  # random heads: same seed, same heads
+    stored = RunStore().load_model(before.key, device="cpu").model
+    assert int(present_mask(stored).sum()) == 4
+    assert before.metrics["cost"]["params_pruned"] == after.metrics["cost"]["params_pruned"]
+    # Same mask, but trained after pruning: the weights differ from the pruned classifier's.
+    from cache.model_store import ModelStore
+
+    base = ModelStore().resolve(after.model["prepared_key"]).load(device="cpu").model
+    pruned_after = remove_heads(base, after.mask)
+    assert not torch.equal(stored.classifier.weight, pruned_after.classifier.weight)
+
+
+def test_before_protocol_refuses_recovery_steps(tiny) -> None:
+    model, data = tiny
+    with pytest.raises(ValueError, match="Recovery steps apply to the 'after' protocol"):
+        RunRequest(method="random", model=model, data=data, protocol="before", recovery_steps=5)
+    with pytest.raises(ValueError, match="protocol must be"):
+        RunRequest(method="random", model=model, data=data, protocol="sideways")  # type: ignore[arg-type]
+
+
+def test_before_protocol_keeps_weight_masks_through_fine_tuning(tiny, test_methods) -> None:
+    model, data = tiny
+    record = run_pruning(
+        RunRequest(method="masks_weights", model=model, data=data, protocol="before")
+    )
+    stored = RunStore().load_model(record.key, device="cpu").model
+    weight = dict(stored.named_parameters())[_MasksWeights.name_of_weight]
+    keep = record.extra_tensors[_MasksWeights.name_of_weight]
+    assert torch.count_nonzero(weight[~keep]) == 0
+    assert torch.count_nonzero(weight[keep]) == int(keep.sum())

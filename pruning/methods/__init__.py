@@ -13,7 +13,9 @@ from pruning.methods import (
     hisp,
     l0_gates,
     magnitude,
+    mcap,
     random_heads,
+    unstructured,
 )
 
 __all__ = [
@@ -23,5 +25,7 @@ __all__ = [
     "hisp",
     "l0_gates",
     "magnitude",
+    "mcap",
     "random_heads",
+    "unstructured",
 ]
