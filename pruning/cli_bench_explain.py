@@ -55,6 +55,11 @@ def add_explain_bench(kinds: Any) -> None:
         "--faith-samples", type=int, default=500, help="LIME samples / SHAP evals there (500)"
     )
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument(
+        "--skip-timing",
+        action="store_true",
+        help="only the faithfulness part (timings need a quiet machine; run them separately)",
+    )
     bench.add_argument("--quick", action="store_true", help="tiny numbers (CI smoke test)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     bench.add_argument("--out", type=Path, help="write the result JSON here")
@@ -192,8 +197,12 @@ def bench_explain(args: argparse.Namespace) -> int:
     test_texts = list(dataset.split("test").texts)
     sentence = _sentence(test_texts)
     seed = args.seed
-    lime = _time_lime(loaded, sentence, settings["samples"], settings["repeats"], seed)
-    shap = _time_shap(loaded, sentence, settings["shap_evals"], settings["repeats"], seed)
+    if args.skip_timing and not run_keys:
+        raise ValueError("--skip-timing leaves nothing to do without --runs / --pruned.")
+    lime = shap = None
+    if not args.skip_timing:
+        lime = _time_lime(loaded, sentence, settings["samples"], settings["repeats"], seed)
+        shap = _time_shap(loaded, sentence, settings["shap_evals"], settings["repeats"], seed)
     faith = None
     if run_keys:
         del loaded  # free it: dataset_faithfulness loads each model itself
@@ -262,21 +271,24 @@ def _stderr_progress() -> Any:
 def markdown_report(report: dict[str, Any]) -> str:
     """The benchmark's tables as markdown."""
     lime, shap = report["lime"], report["shap"]
-    ratio = "n/a" if lime["ratio"] is None else f"{lime['ratio']:.1f}x"
     lines = [
         f"Model: {report['model']}; {report['machine']['cpu_count']} CPUs, "
         f"{report['machine']['torch_threads']} torch threads, {report['machine']['device']}.",
-        f"Sentence ({report['sentence']['words']} words): {report['sentence']['text']!r}",
-        "",
-        "| measurement | seconds (median) |",
-        "|---|---|",
-        f"| LIME {lime['samples']} samples, batched | {lime['batched_median']:.2f} |",
-        f"| LIME {lime['samples']} samples, one text per forward | "
-        f"{lime['one_at_a_time_median']:.2f} |",
-        f"| speed-up from batching | {ratio} |",
-        f"| SHAP {shap['evals']} evals | {shap['median']:.2f} |",
-        f"| SHAP first call in a process (numba compile) | {shap['first_call_seconds']:.2f} |",
     ]
+    if lime is not None and shap is not None:
+        ratio = "n/a" if lime["ratio"] is None else f"{lime['ratio']:.1f}x"
+        lines += [
+            f"Sentence ({report['sentence']['words']} words): {report['sentence']['text']!r}",
+            "",
+            "| measurement | seconds (median) |",
+            "|---|---|",
+            f"| LIME {lime['samples']} samples, batched | {lime['batched_median']:.2f} |",
+            f"| LIME {lime['samples']} samples, one text per forward | "
+            f"{lime['one_at_a_time_median']:.2f} |",
+            f"| speed-up from batching | {ratio} |",
+            f"| SHAP {shap['evals']} evals | {shap['median']:.2f} |",
+            f"| SHAP first call in a process (numba compile) | {shap['first_call_seconds']:.2f} |",
+        ]
     if report["faithfulness"]:
         lines += [
             "",

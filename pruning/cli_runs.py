@@ -59,6 +59,13 @@ def add_run_commands(commands: Any) -> None:
     prune.add_argument("--eval-split", choices=("test", "validation"), default="test")
     prune.add_argument("--eval-examples", type=int, help="evaluate on N texts (default: all)")
     prune.add_argument("--recovery-steps", type=int, default=0, help="fine-tune after pruning")
+    prune.add_argument(
+        "--protocol",
+        choices=("after", "before"),
+        default="after",
+        help="after: prune the fine-tuned classifier (default); before: prune the encoder, then "
+        "fine-tune it as the classifier was prepared (the MCAP paper's protocol)",
+    )
     prune.add_argument("--name", default="", help="a label for the run list")
     prune.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(prune)
@@ -165,6 +172,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         eval_split=args.eval_split,
         eval_examples=args.eval_examples,
         recovery_steps=args.recovery_steps,
+        protocol=args.protocol,
         device=args.device,
         name=args.name,
     )

@@ -75,3 +75,20 @@ def test_bench_table1_refuses_bad_shares_and_unknown_rows(
     assert main(["bench", "table1", *tiny, "--skip", "Nope"]) == 2
     assert "unknown rows" in capsys.readouterr().err
     assert RunStore().list()[0] == []
+
+
+def test_prune_cli_runs_mcap_before_fine_tuning(
+    tiny: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["prune", "--method", "mcap", "--protocol", "before", "--set", "episode_size=10",
+            "--set", "max_train_examples=20", "--set", "sparsity=0.25", *tiny[:4],
+            "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    [summary] = RunStore().list()[0]
+    record = RunStore().get(summary.key)
+    assert record.method == "mcap" and record.info["settings"]["protocol"] == "before"
+    assert int((~record.mask).sum()) == 2
+    assert [e["kind"] for e in record.trace][-1] == "final"
+    bad = ["prune", "--method", "mcap", "--protocol", "before", "--recovery-steps", "5", *tiny[:4]]
+    assert main(bad) == 2
+    assert "Recovery steps apply to the 'after' protocol" in capsys.readouterr().err

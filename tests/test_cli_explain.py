@@ -111,3 +111,18 @@ def test_bench_explain_quick_writes_a_report(
     assert all(r["n_texts"] == 2 for r in rows)
     markdown = table.read_text()
     assert markdown == capsys.readouterr().out and "| speed-up from batching |" in markdown
+
+
+def test_bench_explain_can_skip_the_timings(
+    tiny: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "faith.json"
+    argv = ["bench", "explain", *_where(tiny), "--quick", "--skip-timing", "--runs",
+            str(tiny["run"]), "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["lime"] is None and report["shap"] is None and len(report["faithfulness"]) == 4
+    markdown = capsys.readouterr().out
+    assert "speed-up" not in markdown and "comprehensiveness" in markdown
+    assert main(["bench", "explain", *_where(tiny), "--quick", "--skip-timing"]) == 2
+    assert "leaves nothing to do" in capsys.readouterr().err
