@@ -19,9 +19,9 @@ from pruning.methods.base import (
     register,
     ui,
 )
-from pruning.methods.scoring import dense_grid
+from pruning.methods.scoring import dense_grid, fine_tune_in_context
 from pruning.models import model_fingerprint
-from pruning.train import TrainConfig, TrainEvent, fine_tune
+from pruning.train import TrainConfig
 from pruning.weight_masks import head_density
 from pruning.weight_scores import (
     DATA_STRATEGIES,
@@ -304,28 +304,15 @@ class DeepCuts(PruningMethod):
         train_config = TrainConfig.for_steps(
             config.refine_steps, len(split), lr=lr, seed=context.seed, batch_size=config.batch_size
         )
-
-        def on_event(event: TrainEvent) -> None:
-            context.emit(
-                "refine",
-                start + (1.0 - start) * event.fraction,
-                f"refine step {event.step}/{event.total_steps} · loss {event.loss:.3f}",
-                step=event.step,
-                total_steps=event.total_steps,
-                loss=event.loss,
-            )
-
-        report = fine_tune(
+        report = fine_tune_in_context(
+            context,
             model,
-            context.tokenizer,
-            split,
             train_config,
-            device=context.device,
-            on_event=on_event,
-            should_stop=context.should_stop,
+            kind="refine",
+            fraction=lambda event: start + (1.0 - start) * event.fraction,
+            label="refine ",
             weight_masks=masks,
         )
-        context.check()
         return {
             "steps": report.steps,
             "lr": lr,

@@ -1,4 +1,5 @@
-"""Shared steps of the score-then-select head methods (random, HISP, entropy, SEP, magnitude).
+"""Shared steps of the methods: score-then-select for head methods (random, HISP, entropy, SEP,
+magnitude), and fine-tuning inside a run with trace events (DeepCuts, unstructured baselines).
 
 Each of those methods computes one float score per head (higher = more important, kept first),
 removes the lowest-scoring heads with :func:`pruning.methods.base.select_lowest`, and ends its
@@ -7,6 +8,7 @@ trace with a ``"scores"`` event (the full grid) and a ``"mask"`` event (True = k
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -14,6 +16,7 @@ from torch import nn
 
 from pruning.heads import head_grid, heads_per_layer
 from pruning.methods.base import PruneResult, PruningContext
+from pruning.train import TrainConfig, TrainEvent, TrainReport, fine_tune
 
 
 def dense_grid(model: nn.Module, title: str) -> tuple[int, int]:
@@ -76,3 +79,49 @@ def finish_with_mask(
         n_removed=removed,
     )
     return PruneResult(mask=mask, scores=scores, trace=tuple(context.trace), info=info)
+
+
+def fine_tune_in_context(
+    context: PruningContext,
+    model: nn.Module,
+    config: TrainConfig,
+    *,
+    kind: str,
+    fraction: Callable[[TrainEvent], float],
+    label: str = "",
+    weight_masks: Mapping[str, torch.Tensor] | None = None,
+    **data: Any,
+) -> TrainReport:
+    """Fine-tune ``model`` IN PLACE on the context's training split, one trace event per step.
+
+    Every step emits a ``kind`` event at ``fraction(event)`` with ``step``, ``total_steps``,
+    ``loss`` and ``data``; ``weight_masks`` stay applied (pruned weights stay zero); the run's
+    cancellation reaches the training loop.
+
+    Raises:
+        pruning.jobs.JobCancelled: when the run was asked to stop.
+    """
+
+    def on_event(event: TrainEvent) -> None:
+        context.emit(
+            kind,
+            fraction(event),
+            f"{label}step {event.step}/{event.total_steps} · loss {event.loss:.3f}",
+            **data,
+            step=event.step,
+            total_steps=event.total_steps,
+            loss=event.loss,
+        )
+
+    report = fine_tune(
+        model,
+        context.tokenizer,
+        context.dataset.train,
+        config,
+        device=context.device,
+        on_event=on_event,
+        should_stop=context.should_stop,
+        weight_masks=weight_masks,
+    )
+    context.check()
+    return report

@@ -19,8 +19,8 @@ from pruning.methods.base import (
     register,
     ui,
 )
-from pruning.methods.scoring import dense_grid
-from pruning.train import TrainConfig, TrainEvent, fine_tune
+from pruning.methods.scoring import dense_grid, fine_tune_in_context
+from pruning.train import TrainConfig
 from pruning.weight_masks import head_density
 from pruning.weight_scores import (
     Scope,
@@ -378,28 +378,16 @@ class UnstructuredPruning(PruningMethod):
             batch_size=config.batch_size,
         )
 
-        def on_event(event: TrainEvent) -> None:
-            context.emit(
-                "train",
-                (done + event.step) / units,
-                f"round {index} · step {event.step}/{event.total_steps} · loss {event.loss:.3f}",
-                round=index,
-                step=event.step,
-                total_steps=event.total_steps,
-                loss=event.loss,
-            )
-
-        report = fine_tune(
+        report = fine_tune_in_context(
+            context,
             model,
-            context.tokenizer,
-            split,
             train_config,
-            device=context.device,
-            on_event=on_event,
-            should_stop=context.should_stop,
+            kind="train",
+            fraction=lambda event: (done + event.step) / units,
+            label=f"round {index} · ",
             weight_masks=masks,
+            round=index,
         )
-        context.check()
         mean = sum(report.losses) / len(report.losses) if report.losses else None
         return mean, report.steps
 
