@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from cache.fingerprints import software_versions, spec_to_dict
 from cache.model_store import ModelStore, PreparedModel, check_label_compatibility
@@ -29,9 +28,9 @@ from pruning.cost import count_parameters, flops_per_example, nonzero_parameters
 from pruning.data import DataSpec, LabelledDataset, load_dataset
 from pruning.evaluate import Metrics, evaluate_split
 from pruning.heads import head_sparsity, remove_heads
-from pruning.jobs import JobCancelled
 from pruning.methods.base import MethodConfig, PruningContext, TraceEvent, get_method
-from pruning.models import LoadedClassifier, ModelSpec, load_classifier, pick_device
+from pruning.models import ModelSpec, pick_device
+from pruning.protocol import fine_tune_pruned, load_encoder
 from pruning.train import TrainConfig, fine_tune
 
 log = logging.getLogger(__name__)
@@ -158,66 +157,6 @@ def resolve_prepared(
     return prepared
 
 
-def load_encoder(
-    request: RunRequest, prepared: PreparedModel, dataset: LabelledDataset
-) -> LoadedClassifier:
-    """The base encoder with a fresh classifier head, as the preparation starts from it.
-
-    The head is drawn under the prepared classifier's training seed, so with an all-keep mask the
-    "before" protocol retraces the preparation exactly.
-    """
-    train_config = TrainConfig.from_dict(dict(prepared.info.get("train_config", {})))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(train_config.seed)
-        return load_classifier(request.model, label_names=dataset.label_names)
-
-
-def fine_tune_pruned(
-    pruned: nn.Module,
-    tokenizer: Any,
-    dataset: LabelledDataset,
-    prepared: PreparedModel,
-    *,
-    device: torch.device,
-    weight_masks: dict[str, torch.Tensor] | None,
-    emit: Callable[[TraceEvent], None],
-    should_stop: Callable[[], bool] | None,
-) -> dict[str, Any]:
-    """Fine-tune a model pruned before fine-tuning, IN PLACE, as the prepared classifier was.
-
-    Same training config (epochs, rate, batch size, seed) as the prepared classifier's; weight
-    masks stay applied (pruned weights stay exactly zero).
-
-    Raises:
-        pruning.jobs.JobCancelled: when ``should_stop`` ended the training.
-    """
-    config = TrainConfig.from_dict(dict(prepared.info.get("train_config", {})))
-    span = _BEFORE_TRAIN_END - _BEFORE_METHOD_SHARE
-
-    def on_train(event: Any) -> None:
-        emit(
-            stage_event(
-                f"fine-tuning step {event.step}/{event.total_steps} · loss {event.loss:.3f}",
-                _BEFORE_METHOD_SHARE + span * event.fraction,
-            )
-        )
-
-    emit(stage_event("fine-tuning the pruned model", _BEFORE_METHOD_SHARE))
-    report = fine_tune(
-        pruned,
-        tokenizer,
-        dataset.train,
-        config,
-        device=device,
-        on_event=on_train,
-        should_stop=should_stop,
-        weight_masks=weight_masks,
-    )
-    if report.stopped:
-        raise JobCancelled(f"fine-tuning stopped after {report.steps} of {report.total_steps}")
-    return {"config": config.to_dict(), "report": report.to_dict()}
-
-
 def _metrics_dict(metrics: Metrics) -> dict[str, Any]:
     return {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.to_dict().items()}
 
@@ -264,7 +203,9 @@ def run_pruning(
 
     device = pick_device(request.device)
     before = request.protocol == "before"
-    loaded = load_encoder(request, prepared, dataset) if before else prepared.load(device=device)
+    loaded = (
+        load_encoder(request.model, prepared, dataset) if before else prepared.load(device=device)
+    )
     if before:
         loaded.model.to(device)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -311,6 +252,12 @@ def run_pruning(
     )
     fine_tune_info = None
     if before:
+        span = _BEFORE_TRAIN_END - _BEFORE_METHOD_SHARE
+
+        def on_fine_tune(fraction: float, message: str) -> None:
+            emit(stage_event(message, _BEFORE_METHOD_SHARE + span * fraction))
+
+        emit(stage_event("fine-tuning the pruned model", _BEFORE_METHOD_SHARE))
         fine_tune_info = fine_tune_pruned(
             pruned,
             tokenizer,
@@ -318,7 +265,7 @@ def run_pruning(
             prepared,
             device=device,
             weight_masks=result.weight_masks or None,
-            emit=emit,
+            on_progress=on_fine_tune,
             should_stop=should_stop,
         )
         context.check()
