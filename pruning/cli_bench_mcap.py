@@ -16,6 +16,7 @@ so rather than crediting them a speed-up.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,6 +66,12 @@ def add_table1_bench(kinds: Any) -> None:
         "--skip", type=_names, default=[], help="comma-separated row labels to leave out"
     )
     table1.add_argument(
+        "--random-seeds",
+        type=_seeds,
+        default=[],
+        help="extra seeds of random heads (e.g. 1,2): the spread a single seed hides",
+    )
+    table1.add_argument(
         "--latency-batch", type=int, default=32, help="batch size of the latency runs (32)"
     )
     table1.add_argument(
@@ -77,6 +84,13 @@ def add_table1_bench(kinds: Any) -> None:
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}") from None
 
 
 def table1_plan(args: argparse.Namespace) -> Plan:
@@ -109,6 +123,22 @@ def table1_plan(args: argparse.Namespace) -> Plan:
                     config={"sparsity": args.sparsity},
                     protocol="before",
                     name=f"{label} {share} (before fine-tuning)",
+                ),
+            )
+        )
+    for seed in args.random_seeds:
+        plan.append(
+            (
+                f"Random heads (seed {seed})",
+                dataclasses.replace(
+                    base_request(
+                        args,
+                        method="random",
+                        config={"sparsity": args.sparsity},
+                        protocol="before",
+                        name=f"Random heads {share} seed {seed} (before fine-tuning)",
+                    ),
+                    seed=seed,
                 ),
             )
         )
