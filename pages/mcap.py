@@ -234,19 +234,24 @@ def replay(record: RunRecord) -> None:
 def table_entry(key: str) -> dict[str, Any]:
     """What Table I needs of a stored run (its key fixes its content); no trace, no tensors."""
     record = run_store().get(key)
-    fields = ("key", "method", "config", "metrics", "info", "has_model")
+    fields = ("key", "method", "config", "seed", "metrics", "info", "has_model")
     return {name: getattr(record, name) for name in fields}
 
 
 def table_runs(summaries: list[Any]) -> list[SimpleNamespace]:
-    """The "before" runs, newest first, the newest of each method and config."""
+    """The "before" runs, newest first, the newest of each method, config and seed (several
+    seeds of one method show its spread)."""
     entries, seen = [], set()
     for summary in summaries:
         try:
             entry = SimpleNamespace(**table_entry(summary.key))
         except (OSError, ValueError):
             continue  # unreadable runs are reported on the Runs page
-        identity = (entry.method, json.dumps(entry.config, sort_keys=True, default=str))
+        identity = (
+            entry.method,
+            json.dumps(entry.config, sort_keys=True, default=str),
+            entry.seed,
+        )
         if entry.info.get("settings", {}).get("protocol") != "before" or identity in seen:
             continue
         seen.add(identity)

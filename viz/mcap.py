@@ -323,7 +323,7 @@ def build_keep_map(
         margin={"t": 90, "b": 50, "l": 60, "r": 20},
     )
     fig.update_yaxes(autorange="reversed", title="layer")
-    fig.update_xaxes(title="head", side="top")
+    fig.update_xaxes(title="head")
     return fig
 
 
