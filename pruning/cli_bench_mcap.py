@@ -66,10 +66,10 @@ def add_table1_bench(kinds: Any) -> None:
         "--skip", type=_names, default=[], help="comma-separated row labels to leave out"
     )
     table1.add_argument(
-        "--random-seeds",
+        "--extra-seeds",
         type=_seeds,
         default=[],
-        help="extra seeds of random heads (e.g. 1,2): the spread a single seed hides",
+        help="extra seeds of MCAP and random heads (e.g. 1,2): the spread one seed hides",
     )
     table1.add_argument(
         "--latency-batch", type=int, default=32, help="batch size of the latency runs (32)"
@@ -126,22 +126,19 @@ def table1_plan(args: argparse.Namespace) -> Plan:
                 ),
             )
         )
-    for seed in args.random_seeds:
-        plan.append(
-            (
-                f"Random heads (seed {seed})",
-                dataclasses.replace(
-                    base_request(
-                        args,
-                        method="random",
-                        config={"sparsity": args.sparsity},
-                        protocol="before",
-                        name=f"Random heads {share} seed {seed} (before fine-tuning)",
-                    ),
-                    seed=seed,
-                ),
+    for seed in args.extra_seeds:
+        for label, method, config in (
+            ("MCAP", "mcap", mcap),
+            ("Random heads", "random", {"sparsity": args.sparsity}),
+        ):
+            request = base_request(
+                args,
+                method=method,
+                config=config,
+                protocol="before",
+                name=f"{label} {share} seed {seed} (before fine-tuning)",
             )
-        )
+            plan.append((f"{label} (seed {seed})", dataclasses.replace(request, seed=seed)))
     weight_share = f"{args.weight_sparsity:.0%}"
     for label, preset in TABLE1_PRESETS.items():
         plan.append(

@@ -19,6 +19,7 @@ ROWS = [
     "Random heads",
     "Attention entropy",
     "Attention to [SEP]",
+    "MCAP (seed 1)",
     "Random heads (seed 1)",
     "IMP",
     "L1 unstructured",
@@ -39,7 +40,7 @@ def test_bench_table1_runs_every_row_before_fine_tuning_and_times_them(
     out, table = tmp_path / "table1.json", tmp_path / "table1.md"
     argv = ["bench", "table1", *tiny, "--sparsity", "0.25", "--episode-size", "10",
             "--update-every", "2", "--max-train-examples", "30", "--latency-batch", "2",
-            "--latency-seq-len", "16", "--latency-repeats", "3", "--random-seeds", "1",
+            "--latency-seq-len", "16", "--latency-repeats", "3", "--extra-seeds", "1",
             "--out", str(out), "--markdown", str(table)]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
@@ -52,10 +53,11 @@ def test_bench_table1_runs_every_row_before_fine_tuning_and_times_them(
         assert record.info["settings"]["protocol"] == "before" and record.has_model
         assert "fine_tune" in record.info
     assert store.get(rows["Random heads (seed 1)"]["key"]).seed == 1
-    for label in ROWS[1:6]:  # head level: 25% of 2 x 4 heads
+    assert store.get(rows["MCAP (seed 1)"]["key"]).seed == 1
+    for label in ROWS[1:7]:  # head level: 25% of 2 x 4 heads
         assert rows[label]["heads_removed"] == pytest.approx(0.25)
         assert rows[label]["params"] < rows["Unpruned (fine-tuned)"]["params"]
-    for label in ROWS[6:]:  # weight level: no head goes, 20% of encoder weights are zeros
+    for label in ROWS[7:]:  # weight level: no head goes, 20% of encoder weights are zeros
         assert rows[label]["heads_removed"] == 0.0
         assert 0.0 < rows[label]["weights_removed"] < 0.25
     for row in rows.values():
