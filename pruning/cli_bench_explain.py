@@ -16,10 +16,8 @@ none is prepared, parts 1 and 2 time the encoder with a fresh, untrained head.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -27,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruning.cli_common import add_data_args, add_model_args, emit_json
+from pruning.cli_bench_runs import command_line, write_report
+from pruning.cli_common import add_data_args, add_model_args
 
 if TYPE_CHECKING:
     from cache.model_store import PreparedModel
@@ -227,9 +226,7 @@ def bench_explain(args: argparse.Namespace) -> int:
             "device": str(device),
         },
         "versions": {**software_versions(), **explainer_versions()},
-        "command": shlex.join(["headscope", *sys.argv[1:]])
-        if Path(sys.argv[0]).name == "headscope"
-        else shlex.join(sys.argv),
+        "command": command_line(args),
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "quick": bool(args.quick),
         "settings": settings,
@@ -240,18 +237,7 @@ def bench_explain(args: argparse.Namespace) -> int:
         "faithfulness": faith,
         "seconds": time.perf_counter() - started,
     }
-    table = markdown_report(report)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table)
-    if args.json:
-        emit_json(report)
-    else:
-        print(table, end="")
-    return 0
+    return write_report(args, report, markdown_report(report))
 
 
 def _stderr_progress() -> Any:
