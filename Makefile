@@ -13,9 +13,14 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.headscope-setup
 PORT ?= 8501
 
-.PHONY: setup run test lint unit browser-deps prepare bench-latency clean
+.PHONY: setup assets run test lint unit browser-deps prepare bench-latency clean
 
-setup: $(STAMP)
+setup: $(STAMP) assets
+
+# require.js, d3 and jQuery for the offline bertviz views, from the npm registry (checked against
+# pinned sha512 integrities) into the virtual environment; instant once they are there.
+assets: $(STAMP)
+	$(VENV)/bin/headscope assets install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pruning.cli_assets import cmd_assets
 from pruning.cli_bench import cmd_bench
 from pruning.cli_common import (
     TrainProgress,
@@ -313,6 +314,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "runs": cmd_runs,
     "bench": cmd_bench,
     "explain": cmd_explain,
+    "assets": cmd_assets,
 }
 
 

@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="versions, device and storage locations")
     info.add_argument("--json", action="store_true", help="print as JSON")
 
+    from pruning.cli_assets import add_assets_command
     from pruning.cli_runs import add_run_commands
 
     add_run_commands(commands)
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_commands(commands)
     add_explain_command(commands)
+    add_assets_command(commands)
     return parser
 
 
