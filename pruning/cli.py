@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pruning.cli_assets import cmd_assets
+from pruning.cli_attention import cmd_attention
 from pruning.cli_bench import cmd_bench
 from pruning.cli_common import (
     TrainProgress,
@@ -315,6 +316,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench,
     "explain": cmd_explain,
     "assets": cmd_assets,
+    "attention": cmd_attention,
 }
 
 

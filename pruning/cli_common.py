@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_commands(commands)
     add_explain_command(commands)
     add_assets_command(commands)
+    from pruning.cli_attention import add_attention_command
+
+    add_attention_command(commands)
     return parser
 
 
