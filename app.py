@@ -53,6 +53,7 @@ PAGES = [
     st.Page("pages/mcap.py", title="MCAP", icon=":material/psychology:"),
     st.Page("pages/explanations.py", title="Explanations", icon=":material/lightbulb:"),
     st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
 ]
 

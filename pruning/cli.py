@@ -30,6 +30,7 @@ from typing import Any
 
 from pruning.cli_assets import cmd_assets
 from pruning.cli_attention import cmd_attention
+from pruning.cli_embeddings import cmd_embeddings
 from pruning.cli_bench import cmd_bench
 from pruning.cli_common import (
     TrainProgress,
@@ -317,6 +318,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "explain": cmd_explain,
     "assets": cmd_assets,
     "attention": cmd_attention,
+    "embeddings": cmd_embeddings,
 }
 
 

@@ -21,6 +21,7 @@ from pruning.cli_bench_explain import add_explain_bench, bench_explain
 from pruning.cli_bench_mcap import add_table1_bench, bench_table1
 from pruning.cli_bench_runs import add_run_bench_commands, cmd_run_bench
 from pruning.cli_common import add_data_args, add_model_args, emit_json
+from pruning.cli_embeddings import add_embeddings_bench, bench_embeddings
 
 
 def add_bench_commands(commands: Any) -> None:
@@ -44,6 +45,7 @@ def add_bench_commands(commands: Any) -> None:
     add_run_bench_commands(kinds)
     add_table1_bench(kinds)
     add_explain_bench(kinds)
+    add_embeddings_bench(kinds)
 
 
 def _timed_search(evaluator: Any, n_layers: int, n_heads: int, budget: float) -> dict[str, Any]:
@@ -87,6 +89,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_table1(args)
     if args.bench == "explain":
         return bench_explain(args)
+    if args.bench == "embeddings":
+        return bench_embeddings(args)
     raise ValueError(f"Unknown benchmark {args.bench!r}.")
 
 

@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pruning.cli_attention import add_attention_command
 
     add_attention_command(commands)
+    from pruning.cli_embeddings import add_embeddings_command
+
+    add_embeddings_command(commands)
     return parser
 
 
