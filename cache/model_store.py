@@ -3,9 +3,13 @@
 Each entry is a folder ``<root>/<key>/`` written by :func:`pruning.models.save_pruned` (config,
 safetensors weights, tokenizer, ``headscope.json``) plus ``entry.json`` with everything known about
 it: model and data specs, training config, label names, validation/test metrics, timings and
-library versions. The folder is renamed into place first and ``entry.json`` is written last (to a
-temporary name, then renamed), so a folder without a readable ``entry.json`` is an incomplete
-entry and is ignored. Nothing is ever unpickled: JSON and safetensors only.
+library versions. The whole entry, ``entry.json`` included, is written in a staging folder
+(``.staging-*``) and renamed into place under the store's lock file; an entry it replaces is moved
+aside (``.replaced-*``) first and deleted after. A writer killed or stopped by a full disk at any
+point leaves the old entry or the new one, never a mix: staging folders are removed (at once on an
+error, once stale after a kill), and an entry left aside by a killed writer is put back. A folder
+without a readable ``entry.json`` is incomplete and is ignored. Nothing is ever unpickled: JSON
+and safetensors only.
 
 The key is the first 16 hex digits of a SHA-256 over the schema version, the base model's
 fingerprint (:func:`cache.fingerprints.base_model_fingerprint`), the data fingerprint, the
@@ -24,6 +28,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from cache.fingerprints import software_versions, spec_to_dict
 from cache.paths import models_dir
+from cache.run_store import disk_full_error, is_disk_full, store_lock
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -55,6 +62,10 @@ ENTRY_FILE = "entry.json"
 KEY_LENGTH = 16
 _MIN_PREFIX = 4
 _KEY_PATTERN = re.compile(r"^[0-9a-f]+$")
+STAGING_PREFIX = ".staging-"
+REPLACED_PREFIX = ".replaced-"
+# A staging folder untouched this long belongs to a writer that died.
+_STALE_STAGING_S = 3600.0
 
 
 def check_label_compatibility(
@@ -227,6 +238,8 @@ class ModelStore:
     def list(self) -> builtins.list[PreparedModel]:
         """All complete entries, newest first; damaged ones are logged and skipped."""
         root = self.root
+        with store_lock(root, exclusive=False):
+            _recover_and_clean(root)
         entries = []
         for folder in sorted(root.iterdir()):
             if folder.name.startswith(".") or not folder.is_dir():
@@ -287,7 +300,7 @@ class ModelStore:
         metrics: Mapping[str, Mapping[str, Any]],
         info: Mapping[str, Any],
     ) -> PreparedModel:
-        """Write (or overwrite) the entry ``key``: model folder first, ``entry.json`` last.
+        """Write (or overwrite) the entry ``key``, staged and renamed into place whole.
 
         Args:
             key: from :meth:`key_for`.
@@ -295,10 +308,15 @@ class ModelStore:
             tokenizer: its tokenizer.
             metrics: per split, e.g. ``{"test": Metrics.to_dict()}``.
             info: further JSON-ready provenance (specs, config, timings) kept in ``entry.json``.
+
+        Raises:
+            DiskFullError: the disk is full; nothing was stored, no staging files are left and
+                an earlier entry with this key is unchanged.
         """
         from pruning.models import label_names_of, save_pruned
 
         folder = self.path_for(key)
+        root = self.root
         label_names = list(label_names_of(model))
         record = {
             **dict(info),
@@ -310,10 +328,64 @@ class ModelStore:
             "versions": software_versions(),
         }
         provenance = {k: record[k] for k in ("key", "model_spec", "data_spec") if k in record}
-        save_pruned(model, tokenizer, folder, extra={"headscope_entry": provenance})
-        _write_json_atomically(folder / ENTRY_FILE, record)
+        staging: Path | None = None
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{key}-", dir=root))
+            staged = staging / key
+            save_pruned(model, tokenizer, staged, extra={"headscope_entry": provenance})
+            _write_json_atomically(staged / ENTRY_FILE, record)
+            _read_entry(staged)  # what is renamed into place must read back
+            _install(root, staged, folder)
+        except Exception as error:
+            if is_disk_full(error):
+                raise disk_full_error(f"prepared model {key}", root) from error
+            raise
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
         log.info("stored prepared model %s in %s", key, folder)
         return _read_entry(folder)
+
+
+def _install(root: Path, staged: Path, target: Path) -> None:
+    """Rename a complete staged entry into place (under the lock), replacing any old one."""
+    with store_lock(root, exclusive=True):
+        if target.exists():
+            aside = root / f"{REPLACED_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(target, aside)
+            os.rename(staged, target)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(staged, target)
+
+
+def _recover_and_clean(root: Path) -> None:
+    """Put back entries a killed writer moved aside; remove stale staging folders.
+
+    Called under the shared lock: a ``.replaced-*`` folder exists only while a writer holds the
+    exclusive lock, so one seen now belongs to a writer that died.
+    """
+    now = time.time()
+    for path in sorted(root.iterdir()):
+        name = path.name
+        if name.startswith(REPLACED_PREFIX):
+            key = name[len(REPLACED_PREFIX) :].rsplit("-", 1)[0]
+            target = root / key
+            if _KEY_PATTERN.match(key) and not target.exists():
+                try:
+                    os.rename(path, target)
+                    log.warning("restored model entry %s left aside by an interrupted save", key)
+                    continue
+                except OSError:
+                    pass
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(STAGING_PREFIX):
+            try:
+                stale = now - path.stat().st_mtime > _STALE_STAGING_S
+            except OSError:
+                stale = False
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_json_atomically(target: Path, data: Mapping[str, Any]) -> None:

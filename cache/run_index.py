@@ -3,19 +3,21 @@
 
 The folders are the truth and the index is a cache of their summaries: a row is trusted only
 while its folder's stamp is unchanged and settled (see :func:`stamp_trusted`), a damaged index
-file is deleted and rebuilt, and a failed update is logged, never raised, because the next
-listing repairs it. :class:`cache.run_store.RunStore` decides when to read and write it.
+file (truncated, garbled, not a database) is deleted and rebuilt from the folders, and a failed
+update is logged, never raised, because the next listing repairs it.
+:class:`cache.run_store.RunStore` decides when to read and write it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import sqlite3
 import time
 from collections.abc import Mapping
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +123,22 @@ def stamp_files(folder: Path) -> list[list[Any]]:
     return stamp
 
 
-def stamp_trusted(stamp_json: str, current: list[list[Any]]) -> bool:
-    """True when the folder is unchanged since it was checked and was settled by then."""
+def _summary_digest(summary_json: str) -> str:
+    return hashlib.sha256(summary_json.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def stamp_trusted(stamp_json: str, current: list[list[Any]], summary_json: str) -> bool:
+    """True when the folder is unchanged since it was checked and was settled by then, and the
+    row's summary is the one written with the stamp (SQLite has no checksums of its own: a
+    garbled byte in a row must not show up as a wrong number in the run list)."""
     try:
         stamp = json.loads(stamp_json)
         newest = max(int(entry[2]) for entry in current)
-        return bool(stamp["files"] == current and int(stamp["verified_ns"]) - newest > RACY_NS)
+        return bool(
+            stamp["files"] == current
+            and int(stamp["verified_ns"]) - newest > RACY_NS
+            and stamp["summary"] == _summary_digest(summary_json)
+        )
     except (ValueError, KeyError, TypeError, IndexError):
         return False
 
@@ -135,24 +147,52 @@ def stamp_trusted(stamp_json: str, current: list[list[Any]]) -> bool:
 # SQLite
 
 
+def _damaged(error: BaseException) -> bool:
+    """True for errors that mean the index file is damaged (not merely busy or unwritable).
+
+    A garbled file can fail as "malformed", "not a database", or bytes that are not UTF-8 text;
+    ``OperationalError`` (locked, read-only, disk full) is not damage and is never repaired.
+    """
+    if isinstance(error, sqlite3.OperationalError):
+        return False
+    return isinstance(error, sqlite3.DatabaseError | UnicodeDecodeError)
+
+
+def _discard(path: Path, error: BaseException) -> None:
+    """Delete a damaged index (and its WAL files) so that it is rebuilt from the run folders."""
+    log.warning("run index %s is damaged (%s); rebuilding it from the run folders", path, error)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open the index at ``path`` (created, or deleted and rebuilt when damaged)."""
     try:
         return _open_index(path)
-    except sqlite3.OperationalError:
-        raise
-    except sqlite3.DatabaseError as error:
-        log.warning("run index %s is damaged (%s); rebuilding it", path, error)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    except Exception as error:
+        if not _damaged(error):
+            raise
+        _discard(path, error)
         return _open_index(path)
 
 
 def read_index(path: Path) -> dict[str, tuple[str, str]]:
-    """Every row as ``{key: (stamp_json, summary_json)}``."""
-    with closing(connect(path)) as connection:
-        rows = connection.execute("SELECT key, stamp, summary_json FROM runs").fetchall()
-    return {str(key): (str(stamp), str(summary)) for key, stamp, summary in rows}
+    """Every row as ``{key: (stamp_json, summary_json)}``.
+
+    A damaged index is deleted and an empty one returned (the caller re-derives the rows).
+
+    Raises:
+        sqlite3.OperationalError: the index is locked or cannot be read for another reason.
+    """
+    try:
+        with closing(connect(path)) as connection:
+            rows = connection.execute("SELECT key, stamp, summary_json FROM runs").fetchall()
+        return {str(key): (str(stamp), str(summary)) for key, stamp, summary in rows}
+    except Exception as error:
+        if not _damaged(error):
+            raise
+        _discard(path, error)
+        return {}
 
 
 def write_index(
@@ -168,45 +208,69 @@ def write_index(
     the index.
     """
     verified = time.time_ns()
+    summaries = [json.dumps(dataclasses.asdict(s), sort_keys=True) for s, _ in upserts]
     rows = [
         (
             s.key,
             s.method,
             s.name,
             s.created,
-            s.seed,
+            min(max(s.seed, -(2**63)), 2**63 - 1),  # SQLite integers are 64-bit; only for queries
             s.model_fingerprint,
             s.data_fingerprint,
             s.model_label,
             s.data_label,
             s.head_sparsity,
             int(s.has_model),
-            json.dumps({"files": stamp_files(folder), "verified_ns": verified}),
-            json.dumps(dataclasses.asdict(s), sort_keys=True),
+            json.dumps(
+                {
+                    "files": stamp_files(folder),
+                    "verified_ns": verified,
+                    "summary": _summary_digest(summary),
+                }
+            ),
+            summary,
         )
-        for s, folder in upserts
+        for (s, folder), summary in zip(upserts, summaries, strict=True)
     ]
     try:
-        with closing(connect(path)) as connection:
-            connection.execute("BEGIN IMMEDIATE")
+        return _write_rows(path, rows, delete, replace_all) > 0
+    except Exception as error:
+        if not _damaged(error) and not isinstance(error, sqlite3.Error):
+            raise
+        failure: BaseException = error
+        if _damaged(error):
+            _discard(path, error)
             try:
-                if replace_all:
-                    connection.execute("DELETE FROM runs")
-                removed = sum(
-                    connection.execute("DELETE FROM runs WHERE key = ?", (key,)).rowcount
-                    for key in delete
-                )
-                connection.executemany(
-                    f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * 13)})", rows
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-    except sqlite3.Error as error:
-        log.warning("could not update the run index (%s); it is repaired on the next list", error)
+                return _write_rows(path, rows, delete, replace_all) > 0
+            except sqlite3.Error as again:
+                failure = again
+        log.warning("could not update the run index (%s); it is repaired on the next list", failure)
         return False
-    return removed > 0
+
+
+def _write_rows(
+    path: Path, rows: list[tuple[Any, ...]], delete: list[str], replace_all: bool
+) -> int:
+    """One transaction of deletes and upserts; returns how many deleted rows existed."""
+    with closing(connect(path)) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if replace_all:
+                connection.execute("DELETE FROM runs")
+            removed = sum(
+                connection.execute("DELETE FROM runs WHERE key = ?", (key,)).rowcount
+                for key in delete
+            )
+            connection.executemany(
+                f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * 13)})", rows
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):  # a damaged file may have no transaction to roll back
+                connection.execute("ROLLBACK")
+            raise
+    return int(removed)
 
 
 def _open_index(path: Path) -> sqlite3.Connection:

@@ -9,10 +9,13 @@ rebuilds. A run is written in a staging folder (``.staging-*``), checked, and re
 under the store's lock file; only then is its index row upserted, in one transaction. A writer
 killed at any point leaves either the old run, the new run, or (for a new key) nothing: staging
 folders are ignored and removed once stale, a run moved aside while being replaced
-(``.replaced-*``) is put back, and index rows are re-derived from the folders. Checksums are
-verified on read: a damaged entry raises :class:`CorruptRunError` from :meth:`RunStore.get` and
-is reported, never raised, by :meth:`RunStore.list`. Nothing is ever unpickled: JSON and
-safetensors only.
+(``.replaced-*``) is put back, and index rows are re-derived from the folders. A save that fails
+(a full disk included, reported as :class:`DiskFullError` with the folder and what to do) removes
+its staging folder and leaves the store as it was. Checksums are verified on read, and the
+tensors file must have a safetensors header: a damaged entry, or a ``run.json`` that passes its
+checksum but holds values of the wrong type, raises :class:`CorruptRunError` from
+:meth:`RunStore.get` and is reported, never raised, by :meth:`RunStore.list`. Nothing is ever
+unpickled: JSON and safetensors only.
 
 Export and import (folder or zip) live in :mod:`cache.run_export`.
 """
@@ -20,6 +23,7 @@ Export and import (folder or zip) live in :mod:`cache.run_export`.
 from __future__ import annotations
 
 import builtins
+import errno
 import hashlib
 import json
 import logging
@@ -42,6 +46,7 @@ from cache.run_format import (
     MODEL_DIR,
     RUN_FILE,
     RUN_SCHEMA_VERSION,
+    TENSORS_FILE,
     CorruptRunError,
     RunRecord,
     RunSummary,
@@ -53,7 +58,6 @@ from cache.run_format import (
     json_ready,
     read_document,
     read_run_folder,
-    verify_run_folder,
     write_run,
     write_text_durably,
 )
@@ -75,7 +79,7 @@ if TYPE_CHECKING:
 
     from pruning.models import LoadedClassifier
 
-__all__ = ["RunStore", "store_lock"]
+__all__ = ["DiskFullError", "RunStore", "disk_full_error", "is_disk_full", "store_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,52 @@ def store_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
         yield
     finally:
         os.close(handle)
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk: said plainly, with where and what to do.
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# safetensors (Rust) reports I/O errors as SafetensorError text, not as OSError.
+_DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded", "storagefull")
+
+
+class DiskFullError(OSError):
+    """The disk holding the store is full; nothing was stored (``errno`` is ``ENOSPC``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True when ``error`` (or an error it was raised from) says the disk or quota is full."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return True
+        text = str(current).lower().replace(" ", "")
+        if any(marker.replace(" ", "") in text for marker in _DISK_FULL_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def disk_full_error(what: str, where: Path) -> DiskFullError:
+    """The error to raise when storing ``what`` under ``where`` failed on a full disk."""
+    try:
+        free = f"{shutil.disk_usage(where).free / 1e6:,.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(
+        f"The disk is full: could not store {what} in {where} ({free}). Nothing was stored and "
+        "what was stored before is unchanged. Free some space, or point HEADSCOPE_HOME at a "
+        "larger disk, then try again."
+    )
 
 
 def _aside(root: Path, prefix: str, key: str) -> Path:
@@ -192,7 +242,7 @@ class RunStore:
         except UnknownRunError:
             return False
         with store_lock(self.root, exclusive=False):
-            return folder.is_dir() and not verify_run_folder(folder, key=key, check_model=False)
+            return folder.is_dir() and not _check(folder, key, check_model=False)[0]
 
     def get(self, key: str) -> RunRecord:
         """The stored run, with every checksum verified.
@@ -208,7 +258,12 @@ class RunStore:
                     f"No stored run has key {key!r}; it was deleted or never stored. "
                     "The Runs page lists the stored runs."
                 )
-            return read_run_folder(folder, key=key)
+            try:
+                return read_run_folder(folder, key=key)
+            except CorruptRunError:
+                raise
+            except _MALFORMED as error:
+                raise CorruptRunError(key, [_malformed(error)]) from None
 
     def save(
         self,
@@ -229,6 +284,7 @@ class RunStore:
 
         Raises:
             ValueError: a malformed record (the message says which field and how to fix it).
+            DiskFullError: the disk is full; nothing was stored and no staging files are left.
         """
         if not isinstance(record.key, str) or not KEY_PATTERN.match(record.key):
             raise ValueError(
@@ -236,12 +292,19 @@ class RunStore:
                 "RunStore.key_for(...)."
             )
         root = self.root
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{record.key}-", dir=root))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{record.key}-", dir=root))
+        except OSError as error:
+            if is_disk_full(error):
+                raise disk_full_error(f"run {record.key}", root) from error
+            raise
         try:
             document = write_run(staging, record, model, tokenizer)
             self.install(staging, document)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, Exception) and is_disk_full(error):
+                raise disk_full_error(f"run {record.key}", root) from error
             raise
         log.info("stored run %s (%s)", record.key, record.method)
         return self.get(record.key)
@@ -250,6 +313,7 @@ class RunStore:
         """Rename a complete staging folder (inside :attr:`root`) into place and index it."""
         root, key = self.root, str(document["key"])
         target = root / key
+        summary = summarize(document)  # before anything moves: a bad document is refused here
         trash = None
         with store_lock(root, exclusive=True):
             if target.exists():
@@ -261,7 +325,7 @@ class RunStore:
             else:
                 os.rename(staging, target)
             fsync_dir(root)
-            self._write_index([(summarize(document), target)], delete=[])
+            self._write_index([(summary, target)], delete=[])
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
 
@@ -296,19 +360,23 @@ class RunStore:
                 raise UnknownRunError(f"No stored run has key {key!r}; nothing to rename.")
             try:
                 document = read_document(folder)
+                document["run"]["info"]["name"] = label
+                document["checksum"] = document_checksum(document)
+                summary = summarize(document)
             except ValueError as error:
                 raise CorruptRunError(key, [str(error)]) from None
-            document["run"]["info"]["name"] = label
-            document["checksum"] = document_checksum(document)
-            handle, temporary = tempfile.mkstemp(prefix=f".{RUN_FILE}.", dir=folder)
-            os.close(handle)
+            except _MALFORMED as error:
+                raise CorruptRunError(key, [_malformed(error)]) from None
+            temporary = folder / f".{RUN_FILE}.{uuid.uuid4().hex[:8]}"
             try:
-                write_text_durably(Path(temporary), json.dumps(document, sort_keys=True, indent=1))
+                write_text_durably(temporary, json.dumps(document, sort_keys=True, indent=1))
                 os.replace(temporary, folder / RUN_FILE)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
+            except BaseException as error:
+                temporary.unlink(missing_ok=True)
+                if isinstance(error, Exception) and is_disk_full(error):
+                    raise disk_full_error(f"the new name of run {key}", folder) from error
                 raise
-            self._write_index([(summarize(document), folder)], delete=[])
+            self._write_index([(summary, folder)], delete=[])
 
     def list(
         self,
@@ -423,20 +491,25 @@ class RunStore:
             }
             for key, folder in sorted(folders.items()):
                 row = rows.get(key)
-                if row is not None and stamp_trusted(row[0], stamp_files(folder)):
+                if row is not None and stamp_trusted(row[0], stamp_files(folder), row[1]):
                     try:
                         summaries.append(RunSummary(**json.loads(row[1])))
                         continue
                     except (ValueError, TypeError):
                         pass
-                found, document = check_folder(folder, key=key, check_model=False)
-                if document is None:
+                found, document = _check(folder, key, check_model=False)
+                summary = None
+                if document is not None:
+                    try:
+                        summary = summarize(document)
+                    except _MALFORMED as error:
+                        found = [_malformed(error)]
+                if document is None or summary is None:
                     problems.append(
                         f"Run {key} is damaged and was skipped: {'; '.join(found)}. Delete it "
                         f"(RunStore().delete({key!r}) or the Runs page) and run it again."
                     )
                     continue
-                summary = summarize(document)
                 summaries.append(summary)
                 upserts.append((summary, folder))
             valid = {summary.key for summary in summaries}
@@ -449,6 +522,52 @@ class RunStore:
             if upserts or stale or not use_index:
                 self._write_index(upserts, delete=stale, replace_all=not use_index)
         return summaries, problems
+
+
+# A run.json that passes its checksum can still hold values of the wrong type or range (edited
+# and re-checksummed, or written by a buggy tool): reading it must report it, never crash.
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+
+
+def _malformed(error: BaseException) -> str:
+    return f"{RUN_FILE} is malformed ({type(error).__name__}: {error})"
+
+
+def _check(folder: Path, key: str, *, check_model: bool) -> tuple[list[str], dict[str, Any] | None]:
+    """:func:`check_folder` that reports a malformed ``run.json`` instead of raising, plus a look
+    at the safetensors header (a file re-checksummed after it was replaced is caught here)."""
+    try:
+        problems, document = check_folder(folder, key=key, check_model=check_model)
+    except _MALFORMED as error:
+        return [_malformed(error)], None
+    if document is not None:
+        problem = _safetensors_header_problem(folder / TENSORS_FILE)
+        if problem:
+            return [problem], None
+    return problems, document
+
+
+_MAX_HEADER = 100_000_000
+
+
+def _safetensors_header_problem(path: Path) -> str:
+    """Why ``path`` is not a safetensors file ("" when its header is sound); reads the header only.
+
+    A safetensors file starts with the length of its JSON header (8 bytes, little-endian) and
+    the header, a JSON object; anything else (a pickle, zeros, text) is refused without loading.
+    """
+    try:
+        with open(path, "rb") as stream:
+            size = path.stat().st_size
+            length = int.from_bytes(stream.read(8), "little")
+            if not 2 <= length <= min(size - 8, _MAX_HEADER):
+                return f"{TENSORS_FILE} is not a safetensors file (bad header length)"
+            header = json.loads(stream.read(length).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"{TENSORS_FILE} is not a safetensors file (unreadable header)"
+    if not isinstance(header, dict):
+        return f"{TENSORS_FILE} is not a safetensors file (the header is not an object)"
+    return ""
 
 
 def _recover_and_clean(root: Path) -> None:

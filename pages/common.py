@@ -10,10 +10,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import threading
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +23,7 @@ import streamlit as st
 from cache.model_store import ModelStore, PreparedModel
 from cache.run_store import RunStore
 from pruning.data import DataSpec, LabelledDataset, load_dataset
+from pruning.job_journal import JobJournal, JournalEntry
 from pruning.jobs import Job, JobSnapshot, LocalExecutor, Progress
 from pruning.methods.base import MethodConfig, TraceEvent
 from pruning.models import ModelSpec
@@ -61,8 +63,69 @@ def ensure_app_navigation() -> None:
 
 @st.cache_resource
 def executor() -> LocalExecutor:
-    """The one executor of this server: jobs survive page reloads and are shared by sessions."""
-    return LocalExecutor(slots=1)
+    """The one executor of this server: jobs survive page reloads and are shared by sessions.
+
+    Unfinished jobs are journalled under ``$HEADSCOPE_HOME/jobs`` so that, after a restart,
+    :func:`interrupted_jobs_notice` can say which ones were cut off.
+    """
+    return LocalExecutor(slots=1, journal=JobJournal())
+
+
+_ISO_MINUTE = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})")
+
+
+def _utc(iso: str) -> str:
+    """'2026-05-01 14:03 UTC' from an ISO 8601 UTC time (the text, escaped, when it is not one)."""
+    match = _ISO_MINUTE.match(iso)
+    return f"{match[1]} {match[2]} UTC" if match else _plain(iso)
+
+
+# Job id prefixes whose panels (tracked_jobs, prepare_panel) list their own interrupted jobs.
+JOB_PANEL_PREFIXES = ("prune", "search", "gates", "mcap", "deepcuts", "prepare")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+
+
+def _plain(text: str) -> str:
+    """``text`` shown literally inside Markdown (job titles and messages carry user input)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def interrupted_jobs_notice(prefix: str = "", *, exclude: Sequence[str] = ()) -> list[JournalEntry]:
+    """Warn about jobs that were cut off when the app last stopped; Dismiss forgets them.
+
+    Args:
+        prefix: only jobs whose id starts with ``<prefix>-`` (a panel's own kind); "" = all.
+        exclude: leave out jobs with these prefixes (e.g. :data:`JOB_PANEL_PREFIXES` for an
+            app-wide notice next to the panels' own).
+
+    Returns:
+        The interrupted jobs shown (empty when there are none).
+    """
+    try:
+        entries = [
+            entry
+            for entry in JobJournal().interrupted()
+            if (not prefix or entry.job_id.startswith(f"{prefix}-"))
+            and not any(entry.job_id.startswith(f"{other}-") for other in exclude)
+        ]
+    except OSError:
+        return []
+    if not entries:
+        return []
+    lines = "\n".join(
+        f"- **{_plain(entry.title)}**: started {_utc(entry.started)}, last update "
+        f"{_utc(entry.updated)} at {entry.fraction:.0%}: {_plain(entry.message or entry.status)}"
+        for entry in entries
+    )
+    st.warning(
+        "The app stopped (restarted, killed or out of memory) while these jobs were running; "
+        "they did not finish and nothing half-done was stored. Start them again to get their "
+        f"results.\n\n{lines}"
+    )
+    if st.button("Dismiss", key=f"dismiss-interrupted-{prefix or 'all'}"):
+        JobJournal().dismiss(entry.job_id for entry in entries)
+        st.rerun()
+    return entries
 
 
 def run_store() -> RunStore:
@@ -238,7 +301,11 @@ def prepare_work(model: ModelSpec, data: DataSpec) -> Callable[[Progress], str]:
 
 @st.fragment(run_every=1.0)
 def prepare_panel(job_id: str, title: str) -> None:
-    """Progress, ETA and Cancel of a preparation job; reruns the page once when it is done."""
+    """Progress, ETA and Cancel of a preparation job; reruns the page once when it is done.
+
+    Preparations cut off by an earlier stop of the app are listed first.
+    """
+    interrupted_jobs_notice("prepare")
     job = executor().get(job_id)
     if job is None:
         return
@@ -332,8 +399,10 @@ def tracked_jobs(prefix: str, session_key: str) -> list[tuple[Job[Any], JobSnaps
     """This session's jobs with ``prefix`` plus anyone's unfinished ones (shared machine).
 
     A job that finished is reported once: its run key goes to ``st.session_state["last_run"]``
-    (and ``last_run_<session_key>``), it leaves the session's list and the page reruns.
+    (and ``last_run_<session_key>``), it leaves the session's list and the page reruns. Jobs
+    with ``prefix`` cut off by an earlier stop of the app are listed first.
     """
+    interrupted_jobs_notice(prefix)
     mine = st.session_state.get(session_key, [])
     shown = []
     for job in executor().jobs():

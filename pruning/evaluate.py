@@ -30,6 +30,7 @@ from torch import nn
 
 from pruning.data import Batch, TextSplit, make_batches
 from pruning.mask_eval import StackedGates, auto_masks_per_forward, repeat_rows, stack_masks
+from pruning.oom import OomHalving
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,9 @@ def predict_logits(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the classifier over ``batches`` and return rows in their original order.
 
+    A batch that runs out of device memory is split in halves (and those again) and retried; the
+    rows come back the same (:mod:`pruning.oom`).
+
     Args:
         model: a sequence classifier; put in eval mode for the call and restored afterwards.
         batches: pre-tokenised batches (possibly length-sorted); ``batch.indices`` gives each row's
@@ -244,10 +248,15 @@ def predict_logits(
     # stall the GPU queue between batches.
     inputs = [batch.to(target).model_inputs() for batch in batches]
     outputs: list[torch.Tensor] = []
+    halving = OomHalving(f"predicting on {target}")
+
+    def forward(rows: dict[str, torch.Tensor]) -> torch.Tensor:
+        with _autocast(target, autocast):
+            return model(**rows).logits.float()
+
     with eval_mode(model):
         for batch_inputs in inputs:
-            with _autocast(target, autocast):
-                outputs.append(model(**batch_inputs).logits.float())
+            outputs.append(halving.forward_rows(forward, batch_inputs))
     logits = torch.cat(outputs).cpu()[order]
     return logits, None if labels is None else labels[order]
 
@@ -323,7 +332,8 @@ def evaluate_masks(
         on_progress: called as ``on_progress(done, total)`` after each group of masks.
         autocast: bf16 autocast (fp16 on MPS).
         masks_per_forward: masks stacked in one forward; ``None`` chooses 1 on CPU and up to a
-            token budget on a GPU.
+            token budget on a GPU. Out of device memory, it is halved (down to one mask, then
+            fewer rows per forward) and the work retried (:mod:`pruning.oom`).
 
     Returns:
         One :class:`Metrics` per mask, in the order given.
@@ -350,20 +360,34 @@ def evaluate_masks(
     log.debug("evaluating %d masks, %d per forward, on %s", total, per_forward, target)
     results: list[Metrics] = []
     repeated: dict[int, list[dict[str, torch.Tensor]]] = {}
+    # Out of memory: first fewer masks per forward (dropping the repeated copies), then, at one
+    # mask per forward, fewer rows per forward.
+    groups = OomHalving(f"evaluating head masks on {target}", on_retry=lambda _: repeated.clear())
+    rows = OomHalving(f"evaluating a head mask on {target}")
+
+    def forward(batch_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with _autocast(target, autocast):
+            return model(**batch_inputs).logits.float()
+
     with eval_mode(model), torch.inference_mode(), StackedGates(model, target) as hooks:
-        for start in range(0, total, per_forward):
-            group = gates[start : start + per_forward]
+
+        def evaluate_group(start: int, stop: int) -> None:
+            group = gates[start:stop]
             hooks.set_gates(group)
             copies = group.shape[0]
-            if copies not in repeated:
-                repeated[copies] = [repeat_rows(batch_inputs, copies) for batch_inputs in inputs]
             chunks: list[torch.Tensor] = []
-            for batch_inputs in repeated[copies]:
-                with _autocast(target, autocast):
-                    logits = model(**batch_inputs).logits
-                chunks.append(logits.float().reshape(copies, -1, logits.shape[-1]))
+            if copies == 1:
+                chunks = [rows.forward_rows(forward, batch_inputs)[None] for batch_inputs in inputs]
+            else:
+                if copies not in repeated:
+                    repeated[copies] = [repeat_rows(batch, copies) for batch in inputs]
+                for batch_inputs in repeated[copies]:
+                    logits = forward(batch_inputs)
+                    chunks.append(logits.reshape(copies, -1, logits.shape[-1]))
             per_mask = torch.cat(chunks, dim=1).cpu()[:, order]
             results.extend(compute_metrics(per_mask[i], labels) for i in range(copies))
             if on_progress is not None:
                 on_progress(len(results), total)
+
+        groups.map(evaluate_group, total, per_forward)
     return results

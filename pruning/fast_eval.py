@@ -55,6 +55,7 @@ from pruning.evaluate import compute_metrics, eval_mode, model_device
 from pruning.fast_layers import EncoderPieces, encoder_pieces
 from pruning.heads import apply_mask, check_mask, head_grid, present_mask
 from pruning.mask_eval import auto_masks_per_forward
+from pruning.oom import OomHalving
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,8 @@ class FastMaskEvaluator(_MaskScorer):
         metric: ``"accuracy"``, ``"mcc"`` or ``"f1"`` (macro-F1); reported in points (x 100).
         amp: bf16 autocast; None = on for CUDA, off elsewhere.
         masks_per_forward: candidates stacked in one forward; None = 1 on CPU, up to a token
-            budget on accelerators.
+            budget on accelerators; halved (and the group retried) when the device runs out of
+            memory (:mod:`pruning.oom`).
         on_evaluation: called after each evaluated mask with the running count (progress,
             cancellation polling).
         cache_bytes: memory budget of the anchor cache on the model's device; None = 2 GiB on
@@ -356,6 +358,7 @@ class FastMaskEvaluator(_MaskScorer):
         self._anchor = present_mask(model)
         self._stale_from: int | None = 0
         self._batches: list[_DeviceBatch] | None = None
+        self._halving = OomHalving("evaluating head masks")
 
     # -------------------------------------------------------------------------------------------
     # public
@@ -569,12 +572,20 @@ class FastMaskEvaluator(_MaskScorer):
         per_forward = self._per_forward or auto_masks_per_forward(
             self._device, self._source, len(masks)
         )
-        for begin in range(0, len(order), per_forward):
-            group = order[begin : begin + per_forward]
-            with self._engine_mode():
-                per_mask = self._group_logits(
-                    [masks[i] for i in group], min(starts[i] for i in group)
-                )
+        begin = 0
+        while begin < len(order):
+
+            def group_logits(size: int, begin: int = begin) -> tuple[list[int], torch.Tensor]:
+                group = order[begin : begin + size]
+                with self._engine_mode():
+                    logits = self._group_logits(
+                        [masks[i] for i in group], min(starts[i] for i in group)
+                    )
+                return group, logits
+
+            # Out of device memory: fewer masks per forward, kept for the later calls.
+            group, per_mask = self._halving.run(group_logits, per_forward)
+            begin += len(group)
             # A plain tensor for the caller (results of inference mode cannot be edited in place).
             per_mask = per_mask.clone()
             for slot, position in enumerate(group):

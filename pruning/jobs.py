@@ -4,6 +4,10 @@ Long work (fine-tuning, pruning runs) never runs in the Streamlit script thread:
 an executor, which returns a :class:`Job` that pages poll with :meth:`Job.snapshot`. The work
 function receives a :class:`Progress` to report to and to ask whether it should stop. The local
 executor runs jobs in daemon threads; a distributed executor can implement the same interface.
+
+Given a :class:`pruning.job_journal.JobJournal`, the local executor records every unfinished job
+on disk (at submission, at each status change and, throttled, at progress reports), so that a
+restarted app can list the jobs its predecessor was running when it died as interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from pruning.job_journal import JobJournal
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,8 @@ class Job(Generic[T]):
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
     _slots: JobSlots | None = None
+    _journal: JobJournal | None = None
+    _submitted: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     meta: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> Job[T]:
@@ -121,6 +131,7 @@ class Job(Generic[T]):
             self._status = "running"
             self._message = "starting"
             self._started = time.monotonic()
+        self._journal_write(throttle=False)
         try:
             result = self.work(Progress(self))
         except JobCancelled:
@@ -143,6 +154,8 @@ class Job(Generic[T]):
             if status == "done":
                 self._fraction = 1.0
             self._finished = time.monotonic()
+        if self._journal is not None:
+            self._journal.remove(self.job_id)
 
     def _update(self, fraction: float, message: str, event: Any) -> None:
         with self._lock:
@@ -153,6 +166,28 @@ class Job(Generic[T]):
                 self._events.append(event)
                 if len(self._events) > self.max_events:
                     del self._events[: len(self._events) - self.max_events]
+        self._journal_write(throttle=True)
+
+    def _journal_write(self, *, throttle: bool) -> None:
+        """Record the job's state in the journal (if any) while it is queued or running."""
+        if self._journal is None:
+            return
+        with self._lock:
+            status, message, fraction = self._status, self._message, self._fraction
+            if status not in ("queued", "running"):
+                return
+            # Under the job's lock, so that a late progress write cannot follow the removal
+            # of a finished job's entry.
+            self._journal.record(
+                self.job_id,
+                name=self.name,
+                status=status,
+                started=self._submitted,
+                message=message,
+                fraction=fraction,
+                meta=self.meta,
+                throttle=throttle,
+            )
 
     def cancel(self) -> None:
         """Ask the work to stop; it stops at its next progress check (or leaves the queue)."""
@@ -245,12 +280,18 @@ class LocalExecutor:
     all sessions of the dashboard); later jobs queue and report their position. A job id that is
     still queued or running is not started twice: submitting it again returns the same job, so a
     page that reloads reattaches to its work.
+
+    Args:
+        slots: jobs that may run at once.
+        journal: where to record unfinished jobs so that a restarted app finds the ones this
+            process was running when it died (None: no journal).
     """
 
-    def __init__(self, slots: int = 1) -> None:
+    def __init__(self, slots: int = 1, *, journal: JobJournal | None = None) -> None:
         self._jobs: dict[str, Job[Any]] = {}
         self._lock = threading.Lock()
         self._slots = JobSlots(slots)
+        self.journal = journal
 
     def submit(
         self,
@@ -266,6 +307,8 @@ class LocalExecutor:
                 return existing
             job: Job[T] = Job(job_id=job_id, name=name, work=work, meta=dict(meta or {}))
             job._slots = self._slots
+            job._journal = self.journal
+            job._journal_write(throttle=False)
             self._slots.enqueue(job)
             self._jobs[job_id] = job
         return job.start()

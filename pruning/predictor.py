@@ -18,6 +18,7 @@ from torch import nn
 
 from pruning.batching import make_batches
 from pruning.evaluate import eval_mode, resolve_device
+from pruning.oom import OomHalving
 
 __all__ = ["BatchedPredictor", "model_max_length"]
 
@@ -49,7 +50,8 @@ class BatchedPredictor:
             switched to eval for each call and restored afterwards. It is never moved.
         tokenizer: its (fast) tokenizer.
         device: where to run; ``None`` = the model's device (a different device raises).
-        batch_size: texts per forward.
+        batch_size: texts per forward (halved, and the batch retried, when the device runs out
+            of memory; see :mod:`pruning.oom`).
         max_length: truncation length in tokens; ``None`` = the model's maximum
             (:func:`model_max_length`).
         one_at_a_time: one text per forward, no padding (the benchmark baseline).
@@ -81,6 +83,8 @@ class BatchedPredictor:
         self.calls = 0
         self.texts_seen = 0
         self.texts_computed = 0
+        # Out of device memory, fewer texts per forward, for this call and the later ones.
+        self._halving = OomHalving("computing class probabilities of texts")
 
     def __call__(
         self,
@@ -126,7 +130,9 @@ class BatchedPredictor:
                     from pruning.jobs import JobCancelled
 
                     raise JobCancelled()
-                logits = self.model(**batch.to(target).model_inputs()).logits
+                logits = self._halving.forward_rows(
+                    lambda rows: self.model(**rows).logits, batch.to(target).model_inputs()
+                )
                 chunk = torch.softmax(logits.double(), dim=-1).cpu().numpy()
                 if probabilities is None:
                     probabilities = np.empty((len(unique), chunk.shape[1]), dtype=np.float64)
