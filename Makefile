@@ -1,5 +1,6 @@
 # HeadScope: two commands on a fresh machine.
 #   make run   installs everything into .venv and starts the dashboard on http://127.0.0.1:8501
+#              (loopback only; HOST=0.0.0.0 exposes it, see below)
 #   make test  installs everything into .venv and runs lint, types and the whole test suite
 # Both are idempotent: a second run reuses .venv and installs nothing new.
 
@@ -12,6 +13,11 @@ PIP := $(PY) -m pip
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.headscope-setup
 PORT ?= 8501
+# The dashboard listens on 127.0.0.1 only. To reach it from other machines, on a trusted network:
+#   make run HOST=0.0.0.0 ALLOWED_HOSTS="127.0.0.1 localhost mybox.lan"
+# (ALLOWED_HOSTS: the names or addresses browsers will use; they guard against DNS rebinding.)
+HOST ?= 127.0.0.1
+ALLOWED_HOSTS ?= 127.0.0.1 localhost $(HOST)
 
 .PHONY: setup assets run test lint unit browser-deps prepare bench-latency clean
 
@@ -33,7 +39,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(PY) -m streamlit run app.py --server.port $(PORT)
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
+	  $(foreach host,$(sort $(ALLOWED_HOSTS)),--server.allowedHosts $(host))
 
 prepare: setup
 	$(VENV)/bin/headscope prepare

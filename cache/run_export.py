@@ -11,7 +11,9 @@ An export holds the run exactly as stored (``run.json`` with its checksums and
 
 Import reads only ``run.json`` and the files it lists, checks every checksum and refuses unsafe
 archives (absolute paths, ``..``, links, oversized files) before anything reaches the store.
-Nothing is unpickled.
+Nothing is unpickled. A file name offered for an export (a download) comes from
+:func:`export_file_name`, which passes the run's name through
+:func:`cache.safe_names.safe_filename`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from cache.run_format import (
+    KEY_PATTERN,
     MODEL_DIR,
     RUN_FILE,
     TENSORS_FILE,
@@ -38,6 +41,7 @@ from cache.run_format import (
     safe_relative_path,
 )
 from cache.run_store import STAGING_PREFIX, RunStore
+from cache.safe_names import safe_filename
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,6 +51,7 @@ __all__ = [
     "MAX_IMPORT_FILE_BYTES",
     "MAX_IMPORT_TOTAL_BYTES",
     "MAX_RUN_JSON_BYTES",
+    "export_file_name",
     "export_run",
     "import_run",
 ]
@@ -71,6 +76,30 @@ model/               the pruned classifier: pruning.models.load_pruned("model")
 
 Import it into a run store with RunStore().import_run(<this folder or zip>).
 """
+
+
+def export_file_name(key: str, name: str = "", *, as_zip: bool = True) -> str:
+    """The file name to offer for a run's export: ``headscope-run-<name>-<key>.zip``.
+
+    The run name is user text, so it goes through :func:`cache.safe_names.safe_filename`: a name
+    like ``../../x`` can never make the download (or a file written under this name) leave its
+    folder. Without a usable name the result is ``headscope-run-<key>.zip``.
+
+    Args:
+        key: the run's key (16-64 lowercase hex digits).
+        name: the run's name as the user gave it (may be empty).
+        as_zip: append ``.zip`` (a zip export) or not (a folder export).
+
+    Raises:
+        ValueError: ``key`` is not a run key.
+    """
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise ValueError(
+            f"{key!r} is not a run key; keys are the hex digits shown in the run list."
+        )
+    label = safe_filename(name, fallback="", max_chars=60)
+    stem = f"{EXPORT_PREFIX}{label}-{key}" if label else f"{EXPORT_PREFIX}{key}"
+    return f"{stem}.zip" if as_zip else stem
 
 
 def export_run(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from cache.run_export import export_file_name
 from pages.common import ensure_app_navigation, model_store, run_store
 from viz.compare import build_mask_comparison
 from viz.heads import build_mask_heatmap
@@ -52,7 +53,7 @@ def export_ui(key: str) -> None:
             folder = Path(tempfile.mkdtemp(prefix="headscope-export-"))
             archive = run_store().export(
                 key,
-                folder / f"headscope-run-{key}.zip",
+                folder / export_file_name(key, str(record.info.get("name", ""))),
                 as_zip=True,
                 base_model=base,
                 tokenizer=tokenizer,

@@ -30,7 +30,6 @@ from typing import Any
 
 from pruning.cli_assets import cmd_assets
 from pruning.cli_attention import cmd_attention
-from pruning.cli_embeddings import cmd_embeddings
 from pruning.cli_bench import cmd_bench
 from pruning.cli_common import (
     TrainProgress,
@@ -43,6 +42,7 @@ from pruning.cli_common import (
     parse_model_arg,
     train_config_from_args,
 )
+from pruning.cli_embeddings import cmd_embeddings
 from pruning.cli_explain import cmd_explain
 from pruning.cli_runs import cmd_methods, cmd_prune, cmd_runs
 

@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from browser_support import ARTIFACTS, chromium_page, external_requests, streamlit_server
+from cache.run_export import export_file_name
 from cache.run_store import RunStore
 from conftest import prepared_tiny_setup
 
@@ -188,7 +189,7 @@ def test_flow_choose_prune_compare_export(tmp_path: Path) -> None:
     assert not problems
     assert sorted(s.method for s in summaries) == ["hisp", "random"]
     hisp = RunStore().get(next(s.key for s in summaries if s.method == "hisp"))
-    assert archive_name == f"headscope-run-{hisp.key}.zip"
+    assert archive_name == export_file_name(hisp.key, str(hisp.info["name"]))
     prepared = ModelStore().find(model_spec, data_spec)[0]
     assert hisp.model.get("prepared_key") == prepared.key
     with zipfile.ZipFile(archive) as bundle:

@@ -4,6 +4,9 @@ The inputs are :class:`pruning.explain.Attribution` objects (or any object with 
 :class:`viz.explain_html.AttributionLike`): one signed value per word toward the ``target`` class,
 positive = supports it. Signed colours: blue supports, vermillion opposes; one colour range for
 all models shown. The highlighted-text HTML lives in :mod:`viz.explain_html` and is re-exported.
+User text (words, model labels, class names, methods, titles) is HTML-escaped wherever it becomes
+markup: in the HTML, and in plotly's titles, ticks and legends, whose text renders tags such as
+``<a href>``.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def build_top_words_chart(attributions: Sequence[AttributionLike], *, k: int = 1
     fig = make_subplots(
         rows=len(shown),
         cols=1,
-        subplot_titles=[f"{n}: {_prediction(a)}" for n, a in zip(names, shown, strict=True)],
+        subplot_titles=[esc(f"{n}: {_prediction(a)}") for n, a in zip(names, shown, strict=True)],
         vertical_spacing=min(0.3 / len(shown), 0.12),
     )
     bars = []
@@ -114,7 +117,7 @@ def build_top_words_chart(attributions: Sequence[AttributionLike], *, k: int = 1
                 marker_color=[SUPPORT_COLOUR if values[i] >= 0 else AGAINST_COLOUR for i in order],
                 text=[f"{values[i]:+.3g}" for i in order],
                 textposition="auto",
-                name=name,
+                name=esc(name),
                 showlegend=False,
                 hovertemplate=f"{esc(name)}<br>%{{y}}: %{{x:+.4f}}<extra></extra>",
             ),
@@ -125,13 +128,13 @@ def build_top_words_chart(attributions: Sequence[AttributionLike], *, k: int = 1
     target = class_label(shown[0], shown[0].target)
     for colour, what in ((SUPPORT_COLOUR, "supports"), (AGAINST_COLOUR, "speaks against")):
         fig.add_trace(
-            go.Bar(x=[None], y=[None], marker_color=colour, name=f"{what} {target}"),
+            go.Bar(x=[None], y=[None], marker_color=colour, name=esc(f"{what} {target}")),
             row=1,
             col=1,
         )
     limit = 1.15 * (max_abs_value(shown) or 1.0)
     fig.update_xaxes(range=[-limit, limit], zeroline=True, zerolinecolor="#888")
-    fig.update_xaxes(title_text=f"contribution toward {target}", row=len(shown), col=1)
+    fig.update_xaxes(title_text=f"contribution toward {esc(target)}", row=len(shown), col=1)
     fig.update_layout(
         title={"text": title, "x": 0.0},
         height=sum(bars) * _ROW_PX + len(shown) * 70 + 120,
@@ -157,7 +160,7 @@ def build_word_model_heatmap(attributions: Sequence[AttributionLike]) -> go.Figu
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=names,
+            x=[esc(name) for name in names],
             y=rows,
             zmid=0.0,
             zmin=-limit,
@@ -218,7 +221,10 @@ def build_faithfulness_chart(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     title = "Faithfulness of the explanations"
     if not rows:
         return _empty_figure(title)
-    groups = [f"{row.get('model', '?')}<br>{str(row.get('method', '?')).upper()}" for row in rows]
+    groups = [
+        f"{esc(row.get('model', '?'))}<br>{esc(str(row.get('method', '?')).upper())}"
+        for row in rows
+    ]
     measures = (
         ("comprehensiveness", "Comprehensiveness: higher = more faithful"),
         ("sufficiency", "Sufficiency: lower = more faithful"),
@@ -238,7 +244,7 @@ def build_faithfulness_chart(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
                     error_y=None
                     if all(math.isnan(s) for s in stds)
                     else {"type": "data", "array": [0.0 if math.isnan(s) else s for s in stds]},
-                    name=method.upper(),
+                    name=esc(method.upper()),
                     legendgroup=method,
                     showlegend=col == 1,
                     marker_color=colours[method],

@@ -15,6 +15,7 @@ and a comparison of runs look the same.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -135,7 +136,11 @@ def head_status(mask: np.ndarray, present: np.ndarray | None = None) -> np.ndarr
 
 
 def check_names(names: Sequence[str], n_runs: int, what: str = "masks") -> list[str]:
-    """``names`` as strings, one per run and all different.
+    """``names`` as strings, one per run and all different, HTML-escaped for plotly.
+
+    Plotly renders a subset of HTML in titles, ticks and hovers (``<a href>`` becomes a live
+    link), and run names are user text, so the returned labels are escaped (plotly shows
+    ``&lt;`` as ``<``).
 
     Raises:
         ValueError: when the count differs from ``n_runs`` or a name repeats.
@@ -151,7 +156,7 @@ def check_names(names: Sequence[str], n_runs: int, what: str = "masks") -> list[
             f"Run names must be unique; {', '.join(map(repr, duplicates))} appear more than once. "
             "Add a suffix such as the run id."
         )
-    return labels
+    return [html.escape(n, quote=False) for n in labels]
 
 
 def format_score(value: float) -> str:

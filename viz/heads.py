@@ -8,6 +8,8 @@ marks, hover, axes) comes from :mod:`viz.grid`, shared with :mod:`viz.compare`.
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -112,7 +114,13 @@ def build_mask_heatmap(
     # At least 120 px of plot area so a 1 x 1 grid still has a readable colour bar.
     plot_h = max(n_layers * cell, 120)
     fig.update_layout(
-        title={"text": f"{title}<br><sup>{summary}</sup>" if title else summary, "x": 0.0},
+        # The title carries user text (run names): escaped, plotly would render <a href> live.
+        title={
+            "text": f"{html.escape(title, quote=False)}<br><sup>{summary}</sup>"
+            if title
+            else summary,
+            "x": 0.0,
+        },
         height=plot_h + top + bottom,
         width=max(MARGIN_LEFT + max(n_heads * cell, 120) + COLOURBAR_PX, 460),
         margin={"t": top, "b": bottom, "l": MARGIN_LEFT, "r": 20},
