@@ -24,6 +24,7 @@ from pages.common import (
     run_store,
 )
 from pruning.capture import capture_sentences
+from pruning.data import MAX_TEXT_CHARS, check_text
 from pruning.head_roles import HEAD_ROLES, ROLE_HELP, SEP_TOKENS, head_roles
 from pruning.predictor import model_max_length
 from pruning.run_models import ModelRef, load_ref, model_refs, ref_fingerprint
@@ -97,7 +98,15 @@ def sentence_ui(prepared: PreparedModel) -> str | None:
     """The sentence typed or picked from the test split (None when the split is unreadable)."""
     source = st.radio("Sentence", [TYPE, PICK], horizontal=True, key="attention-source")
     if source == TYPE:
-        return str(st.text_input("Text", value=EXAMPLE, key="attention-text"))
+        return str(
+            st.text_input(
+                "Text",
+                value=EXAMPLE,
+                key="attention-text",
+                help=f"Up to {MAX_TEXT_CHARS:,} characters; the model reads only its first "
+                "tokens (a note says where it cuts).",
+            )
+        )
     try:
         split = cached_dataset(current_specs()[1]).split("test")
     except (OSError, ValueError) as error:
@@ -272,6 +281,11 @@ def main() -> None:
         return
     if not text.strip():
         st.warning("Type a sentence (or pick a test text) to see its attention.")
+        return
+    try:
+        check_text(text, "show attention for")
+    except ValueError as error:
+        st.error(f"{error}")
         return
     captured = [c for ref in (refs[0], run) if ref is not None if (c := capture_for(ref, text))]
     if not captured:

@@ -36,7 +36,9 @@ from pages.explain_work import (
     request_id,
     stability_work,
 )
+from pruning.data import MAX_TEXT_CHARS, check_text
 from pruning.jobs import Progress
+from pruning.models import input_limit
 from viz.explain import (
     agreement_frame,
     build_faithfulness_chart,
@@ -48,7 +50,6 @@ from viz.explain import (
 )
 
 MAX_SENTENCES = 5
-LONG_WORDS = 300  # roughly where BERT-sized models (512 tokens) start to cut text off
 METHOD_NAMES = {"lime": "LIME", "shap": "SHAP"}
 PENDING = "explain_pending"  # job id -> result slot, for jobs this session waits on
 RESULTS = "explain_results"  # result slot -> JSON-ready result of a finished job
@@ -108,6 +109,8 @@ def sentences_ui(prepared: PreparedModel) -> list[str] | None:
         typed = st.text_area(
             f"One sentence per line (up to {MAX_SENTENCES})",
             placeholder="The plot was thin but the acting was wonderful.",
+            help=f"Up to {MAX_TEXT_CHARS:,} characters a sentence; the model reads only its first "
+            "tokens (a note says where it cuts).",
         )
         return [line.strip() for line in typed.splitlines() if line.strip()]
     try:
@@ -158,13 +161,15 @@ def request_form(prepared: PreparedModel, refs: list[Any]) -> dict[str, Any] | N
     if not chosen or not methods:
         st.warning("Pick at least one model and one method, then press Explain again.")
         return None
+    for number, sentence in enumerate(sentences[:MAX_SENTENCES], start=1):
+        try:
+            check_text(sentence)
+        except ValueError as error:
+            st.error(f"Sentence {number}: {error} Nothing was started.")
+            return None
     if len(sentences) > MAX_SENTENCES:
         st.info(f"Only the first {MAX_SENTENCES} of {len(sentences)} sentences are explained.")
-    if any(len(s.split()) > LONG_WORDS for s in sentences[:MAX_SENTENCES]):
-        st.info(
-            "A sentence is very long: the model truncates it to its maximum length, so words "
-            "past that point get no attribution."
-        )
+    truncation_notes(prepared, sentences[:MAX_SENTENCES])
     return {
         "refs": [[refs[i].kind, refs[i].key, refs[i].label] for i in chosen],
         "texts": sentences[:MAX_SENTENCES],
@@ -172,6 +177,28 @@ def request_form(prepared: PreparedModel, refs: list[Any]) -> dict[str, Any] | N
         "samples": {"lime": int(lime), "shap": int(shap)},
         "seed": int(seed),
     }
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cached_input_limit(folder: str) -> tuple[Any, int]:
+    """The prepared model's tokenizer and the most tokens it reads (loaded once per server)."""
+    return input_limit(folder)
+
+
+def truncation_notes(prepared: PreparedModel, sentences: list[str], first: int = 1) -> None:
+    """An info line for each sentence longer than the model reads (it is truncated); sentences
+    are numbered from ``first``."""
+    try:
+        tokenizer, limit = cached_input_limit(str(prepared.path))
+    except (OSError, ValueError):
+        return  # the explanation job reports an unreadable model itself
+    for number, sentence in enumerate(sentences, start=first):
+        count = len(tokenizer(sentence, truncation=False, verbose=False)["input_ids"])
+        if count > limit:
+            st.info(
+                f"Sentence {number} has {count:,} tokens but the model reads at most {limit}: it "
+                "is truncated there, so words past that point get no attribution."
+            )
 
 
 def stability_view(group: list[Any], request: dict[str, Any], number: int) -> None:
@@ -239,7 +266,7 @@ def faithfulness_view(group: list[Any], request: dict[str, Any], number: int) ->
     return rows
 
 
-def results_view(result: dict[str, Any]) -> None:
+def results_view(result: dict[str, Any], prepared: PreparedModel) -> None:
     """Per sentence: highlighted text, charts, Table II/III, agreement, stability, faithfulness."""
     request = result["request"]
     order = {f"{kind}:{key}": i for i, (kind, key, _) in enumerate(request["refs"])}
@@ -258,6 +285,7 @@ def results_view(result: dict[str, Any]) -> None:
             "Sentence", range(len(texts)), format_func=lambda i: f"{i + 1}: {texts[i][:60]}"
         )
     group = by_text[texts[number]]
+    truncation_notes(prepared, [texts[number]], first=number + 1)
     st.html(side_by_side_html(group))
     tabs = st.tabs(["Top words", "Word × model", "Table II/III", "Agreement"])
     tabs[0].plotly_chart(build_top_words_chart(group), width="stretch", key=f"top-{number}")
@@ -372,7 +400,7 @@ def main() -> None:
         jobs_panel()
     result = st.session_state.get(RESULTS, {}).get("explanations")
     if result:
-        results_view(result)
+        results_view(result, prepared)
     elif not st.session_state.get(PENDING):
         st.info("Type or pick sentences, choose models and methods, and press Explain.")
     dataset_view(result["request"] if result else None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -18,9 +17,15 @@ from pages.common import (
     prepare_work,
     prepared_for,
 )
-from pruning.data import DataSpec
-from pruning.models import ModelSpec
-from pruning.tables import read_table
+from pruning.data import (
+    MAX_CLASSES,
+    MAX_CSV_BYTES,
+    MAX_CSV_ROWS,
+    DataSpec,
+    read_table,
+    store_upload,
+)
+from pruning.models import ModelSpec, check_architecture
 
 
 def model_ui(current: ModelSpec) -> ModelSpec | None:
@@ -51,24 +56,21 @@ def model_ui(current: ModelSpec) -> ModelSpec | None:
         return None
     try:
         spec = ModelSpec(source=source, path=path.strip())  # type: ignore[arg-type]
-        spec.resolve()
-    except (ValueError, FileNotFoundError) as error:
+        family = check_architecture(spec)
+    except (ValueError, OSError) as error:
+        # UnsupportedArchitectureError is a ValueError: a GPT-2 folder is refused here, before
+        # anything is prepared for it.
         st.error(f"{error}")
         return None
+    if family is None:
+        st.info("This hub model is not in the local cache; it is downloaded when it is prepared.")
     return spec
 
 
-def save_upload(data: bytes, name: str) -> Path:
-    """Keep an uploaded table under $HEADSCOPE_HOME/uploads, named by its content hash."""
-    folder = headscope_home() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(Path(name).suffixes[-2:]) or ".csv"
-    target = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
-    if not target.exists():
-        partial = target.with_name(target.name + ".part")
-        partial.write_bytes(data)
-        partial.replace(target)
-    return target
+def upload_megabytes() -> int:
+    """The largest table an upload may be: Streamlit's upload cap or the data limit, the lower."""
+    server_cap = int(st.get_option("server.maxUploadSize") or 0) or MAX_CSV_BYTES // 2**20
+    return min(server_cap, MAX_CSV_BYTES // 2**20)
 
 
 def data_ui(current: DataSpec) -> DataSpec | None:
@@ -93,9 +95,18 @@ def data_ui(current: DataSpec) -> DataSpec | None:
             value=current.name if now == "hf" else "",
             placeholder="glue/sst2, glue/cola, imdb",
         )
-        return DataSpec(name=name.strip()) if name.strip() else None
+        if not name.strip():
+            return None
+        try:
+            return DataSpec(name=name.strip())
+        except ValueError as error:
+            st.error(f"{error}")
+            return None
     upload = st.file_uploader(
-        "Table with a text column and a label column", type=["csv", "tsv", "txt", "gz", "bz2"]
+        "Table with a text column and a label column",
+        type=["csv", "tsv", "txt", "gz", "bz2"],
+        help=f"UTF-8 CSV or TSV, up to {upload_megabytes()} MB and {MAX_CSV_ROWS:,} rows, 2 to "
+        f"{MAX_CLASSES} classes with at least 2 rows each; every text and label filled in.",
     )
     if upload is None:
         return current if current.name == "csv" else None
@@ -111,14 +122,18 @@ def data_ui(current: DataSpec) -> DataSpec | None:
     label_default = columns.index("label") if "label" in columns else min(1, len(columns) - 1)
     text_column = cols[0].selectbox("Text column", columns, index=text_default)
     label_column = cols[1].selectbox("Label column", columns, index=label_default)
-    path = save_upload(upload.getvalue(), upload.name)
     try:
-        return DataSpec(
-            name="csv", path=str(path), text_column=text_column, label_column=label_column
+        spec, _ = store_upload(
+            upload.getvalue(),
+            upload.name,
+            headscope_home() / "uploads",
+            text_column=text_column,
+            label_column=label_column,
         )
-    except ValueError as error:
-        st.error(f"{error}")
+    except (ValueError, OSError) as error:
+        st.error(f"{error} Nothing was kept; fix the file or pick other columns.")
         return None
+    return spec
 
 
 def main() -> None:

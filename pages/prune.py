@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cache.model_store import PreparedModel
 from pages.common import (
     config_form,
     current_specs,
@@ -16,12 +17,17 @@ from pages.common import (
     tracked_jobs,
 )
 from pruning.methods.base import list_methods
+from pruning.models import config_head_grid
 from pruning.pipeline import RunRequest
 from viz.heads import build_mask_heatmap
 
 
-def settings_ui() -> RunRequest | None:
-    """The method picker and its generated form; returns a request when Run is pressed."""
+def settings_ui(prepared: PreparedModel) -> RunRequest | None:
+    """The method picker and its generated form; returns a request when Run is pressed.
+
+    The request is checked before it is returned (settings in range, a head count the prepared
+    model can give up), so a bad setting shows an error here and no job is started.
+    """
     methods = list_methods()
     titles = {cls.name: f"{cls.title} ({cls.name})" for cls in methods}
     names = [cls.name for cls in methods]
@@ -53,9 +59,12 @@ def settings_ui() -> RunRequest | None:
             recovery_steps=settings.recovery_steps,
             name=name_label.strip(),
         )
-        request.method_config()
+        method_config = request.method_config()
+        heads_to_prune = getattr(method_config, "heads_to_prune", None)
+        if heads_to_prune is not None:
+            heads_to_prune(*config_head_grid(prepared.path))
     except ValueError as error:
-        st.error(f"{error}")
+        st.error(f"{error} Nothing was started; change the setting and press Run again.")
         return None
     return request
 
@@ -106,7 +115,7 @@ def main() -> None:
     )
     settings, results = st.columns([2, 3], gap="large")
     with settings:
-        request = settings_ui()
+        request = settings_ui(prepared)
     if request is not None:
         submit_run(request, prefix="prune", session_key="prune_jobs")
     with results:

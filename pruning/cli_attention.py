@@ -130,11 +130,11 @@ def _capture(ref: ModelRef, text: str, device: Any) -> tuple[SentenceCapture, in
 def cmd_attention(args: argparse.Namespace) -> int:
     """``headscope attention``: HTML views per model and, with --roles, head-role tables."""
     from pruning.cli_explain import resolve_models
+    from pruning.data import check_text
     from pruning.head_roles import head_roles
     from pruning.models import pick_device
 
-    if not args.text.strip():
-        raise ValueError("The text is empty; type a sentence to show attention for (quote it).")
+    check_text(args.text, "show attention for (quote it)")
     write_html = args.out is not None or args.roles is None
     build, scripts = _html_builder(args.view) if write_html else (None, {})
     prepared, refs = resolve_models(args)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
@@ -167,12 +169,26 @@ def _progress_bar(enabled: bool) -> tuple[Any, Any]:
     return bar, on_progress
 
 
+def _token_count(folder: Path, text: str) -> tuple[int | None, int | None]:
+    """``(tokens of text, the most the model reads)``, or Nones when the folder's tokenizer
+    cannot be read (the note is then left out; loading the model reports the real problem)."""
+    from pruning.models import input_limit
+
+    try:
+        tokenizer, limit = input_limit(folder)
+    except (OSError, ValueError):
+        return None, None
+    return len(tokenizer(text, truncation=False, verbose=False)["input_ids"]), limit
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """``headscope explain``: attributions per model, their agreement, optionally faithfulness."""
     from pruning.attribution import agreement
+    from pruning.data import check_text
     from pruning.explain import METHODS, ExplanationCache, explain_models, text_words
     from pruning.models import pick_device
 
+    check_text(args.text, "explain (quote it)")
     text_words(args.text)
     if args.samples < 10:
         raise ValueError("--samples must be at least 10.")
@@ -182,6 +198,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     prepared, refs = resolve_models(args)
     target = parse_target(args.target, prepared.label_names)
     device = pick_device(args.device)
+    n_tokens, limit = _token_count(prepared.path, args.text)
+    truncated = n_tokens is not None and limit is not None and n_tokens > limit
+    if truncated and not args.json:
+        print(
+            f"note: the models read the first {limit} of {n_tokens} tokens; words past that "
+            "point get no attribution",
+            file=sys.stderr,
+        )
     bar, on_progress = _progress_bar(not args.no_progress and not args.json)
     started = time.perf_counter()
     try:
@@ -215,6 +239,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "samples": args.samples,
                 "seed": args.seed,
                 "prepared_key": prepared.key,
+                "n_tokens": n_tokens,
+                "max_length": limit,
+                "truncated": truncated,
                 "attributions": [
                     {**a.to_dict(), "faithfulness": scores.get(i)} for i, a in enumerate(results)
                 ],

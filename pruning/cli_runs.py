@@ -94,10 +94,15 @@ def _parse_value(raw: str, annotation: Any) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{raw!r} is not a boolean; use true or false.")
-    if kind is int:
-        return int(raw)
-    if kind is float:
-        return float(raw)
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        example = "3" if kind is int else "0.5"
+        noun = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{raw!r} is not {noun}; give one such as {example}.") from None
     return raw
 
 

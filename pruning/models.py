@@ -65,11 +65,14 @@ __all__ = [
     "ModelSpec",
     "UnsupportedArchitectureError",
     "apply_mask",
+    "check_architecture",
+    "config_head_grid",
     "default_model_path",
     "get_adapter",
     "head_gates",
     "head_grid",
     "heads_per_layer",
+    "input_limit",
     "kept_heads",
     "label_names_of",
     "load_classifier",
@@ -217,6 +220,67 @@ class LoadedClassifier:
 
 def _check_supported(config: Any) -> None:
     adapter_for_type(getattr(config, "model_type", "unknown"))
+
+
+def check_architecture(spec: ModelSpec) -> str | None:
+    """Check, from its config alone (no weights), that ``spec`` names a supported encoder.
+
+    Hub models are checked only when their config is in the local cache (nothing is downloaded).
+
+    Returns:
+        The family's name (``"BERT"``, ...), or None for a hub model that is not cached.
+
+    Raises:
+        FileNotFoundError: the local folder does not exist or has no config.json.
+        UnsupportedArchitectureError: the model is not BERT, RoBERTa, DistilBERT or ELECTRA.
+        ValueError: config.json cannot be read.
+    """
+    where = spec.resolve()
+    revision = {"revision": spec.revision} if spec.revision else {}
+    try:
+        config = AutoConfig.from_pretrained(
+            where, trust_remote_code=False, local_files_only=True, **revision
+        )
+    except OSError as error:
+        if spec.source == "hub":
+            return None
+        raise ValueError(
+            f"The config.json in {where} cannot be read ({error}); the folder is damaged or not a "
+            "Hugging Face model folder."
+        ) from error
+    except ValueError as error:
+        what = f"hub model {where!r}" if spec.source == "hub" else f"config.json in {where}"
+        raise ValueError(
+            f"The {what} is not a model config HeadScope can read ({error}); pick a BERT, "
+            "RoBERTa, DistilBERT or ELECTRA model."
+        ) from error
+    return adapter_for_type(str(getattr(config, "model_type", "unknown"))).name
+
+
+def config_head_grid(folder: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(n_layers, n_heads)`` of the (unpruned) model in a folder, read from its config.json.
+
+    Raises:
+        UnsupportedArchitectureError: the folder holds an unsupported model.
+    """
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    adapter = adapter_for_type(str(getattr(config, "model_type", "unknown")))
+    return int(getattr(config, adapter.config_layers)), int(getattr(config, adapter.config_heads))
+
+
+def input_limit(folder: str | os.PathLike[str]) -> tuple[PreTrainedTokenizerBase, int]:
+    """The tokenizer of a model folder and the most tokens its model reads, without the weights.
+
+    Texts longer than the limit are truncated by every HeadScope model call; pages and the CLI
+    use this to say so.
+    """
+    from pruning.predictor import model_max_length
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    shell = nn.Module()
+    shell.config = config  # model_max_length reads only the config of the model
+    return tokenizer, model_max_length(shell, tokenizer)
 
 
 def _label_kwargs(label_names: tuple[str, ...] | None, num_labels: int | None) -> dict[str, Any]:

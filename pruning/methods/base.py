@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,15 +70,20 @@ class MethodConfig:
 
     Subclasses declare fields with ``field(default=..., metadata=ui(...))``. Validation runs in
     ``__post_init__`` and raises ``ValueError`` with a message that says how to fix the input:
-    numeric fields are checked against their ``min`` / ``max`` metadata and ``choices`` against
-    the allowed values; subclasses add their own checks in :meth:`validate`.
+    every value must have its field's type (None only where the field is optional; a whole float
+    such as ``3.0`` becomes the int ``3``), numeric fields are checked against their ``min`` /
+    ``max`` metadata and ``choices`` against the allowed values; subclasses add their own checks
+    in :meth:`validate`.
     """
 
     def __post_init__(self) -> None:
+        hints = _field_types(type(self))
         for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
             meta = spec.metadata
             label = meta.get("label", spec.name)
+            what = spec.name if label == spec.name else f"{label}: {spec.name}"
+            value = _checked_type(what, getattr(self, spec.name), hints[spec.name])
+            object.__setattr__(self, spec.name, value)
             if value is None:
                 continue
             if "choices" in meta and value not in meta["choices"]:
@@ -110,6 +118,51 @@ class MethodConfig:
                 f"Unknown setting(s) {unknown} for {cls.__name__}; known: {sorted(known)}."
             )
         return cls(**data)
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(config_class: type) -> dict[str, Any]:
+    """The resolved annotations of a config class (strings under PEP 563), resolved once."""
+    if config_class not in _FIELD_TYPES:
+        _FIELD_TYPES[config_class] = typing.get_type_hints(config_class)
+    return _FIELD_TYPES[config_class]
+
+
+def _checked_type(label: str, value: Any, annotation: Any) -> Any:
+    """``value`` if it fits ``annotation`` (int, float, bool, str, a Literal, or X | None).
+
+    A whole float for an int field becomes that int; other mismatches raise ``ValueError`` whose
+    message starts with ``label`` (the form's label and the field name used by ``--set``).
+    """
+    args = typing.get_args(annotation)
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and (
+        type(None) in args
+    )
+    if optional:
+        rest = [a for a in args if a is not type(None)]
+        annotation = rest[0] if len(rest) == 1 else Any
+    if value is None:
+        if optional or annotation is Any:
+            return None
+        raise ValueError(f"{label} must be set (got None); leave the setting out for its default.")
+    kind = str if typing.get_origin(annotation) is Literal else annotation
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{label} must be true or false (got {value!r}).")
+    elif kind is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{label} must be a whole number such as 3 (got {value!r}).")
+        return int(value)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{label} must be a number such as 0.5 (got {value!r}).")
+    elif kind is str and not isinstance(value, str):
+        raise ValueError(f"{label} must be text (got {value!r}).")
+    return value
 
 
 @dataclass(frozen=True)
