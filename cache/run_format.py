@@ -519,7 +519,8 @@ def write_run(
         )
     tensors, tensor_meta = _tensor_payload(record)
     info = dict(record.info)
-    info.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
+    # Microseconds: runs stored within one second still list newest first.
+    info.setdefault("created", datetime.now(UTC).isoformat(timespec="microseconds"))
     info.setdefault("versions", software_versions())
     if not isinstance(record.seed, int) or isinstance(record.seed, bool):
         raise ValueError(f"seed must be an int, not {record.seed!r}.")

@@ -209,3 +209,29 @@ def prepared_tiny_setup(folder: Path) -> tuple[ModelSpec, DataSpec]:
     data = DataSpec(name="csv", path=str(csv_path))
     prepare_model(model, data, TrainConfig(max_steps=2, batch_size=16), device="cpu")
     return model, data
+
+
+@pytest.fixture
+def server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run pages as a server does after its first request: through app.py's st.navigation.
+
+    AppTest resets Streamlit's legacy ``pages/`` flag before every run, so each run would start
+    as a legacy multipage run and pages.common.ensure_app_navigation would rerun it (losing the
+    widget interaction under test). A server sets the flag once, on its first request; that path
+    is covered by tests/test_browser.py. App tests use it through ``pytestmark``.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def no_autoprepare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard does not start preparing the default classifier on its own."""
+    monkeypatch.setenv("HEADSCOPE_AUTOPREPARE", "0")

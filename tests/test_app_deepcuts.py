@@ -17,27 +17,7 @@ from pruning.methods.base import REGISTRY
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/deepcuts.py"
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run pages through app.py's st.navigation, as a server does after its first request
-    (see tests/test_app.py for why AppTest needs this)."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-@pytest.fixture(autouse=True)
-def _no_autoprepare(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEADSCOPE_AUTOPREPARE", "0")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("server_navigation_mode", "no_autoprepare")]
 
 
 def _deepcuts_registered() -> None:

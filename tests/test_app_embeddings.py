@@ -16,43 +16,7 @@ from conftest import prepared_tiny_setup
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/embeddings.py"
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run pages through app.py's st.navigation, as a server does after its first request
-    (see tests/test_app.py for why AppTest needs this)."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-@pytest.fixture(autouse=True)
-def _page_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Add the page to app.py's navigation until app.py lists it (then this does nothing)."""
-    import streamlit as st
-
-    original = st.navigation
-
-    def navigation(pages: list[object], **kwargs: object) -> object:
-        if not any(getattr(p, "title", "") == "Embeddings" for p in pages):
-            icon = ":material/scatter_plot:"
-            pages = [*pages, st.Page(PAGE, title="Embeddings", icon=icon)]
-        return original(pages, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(st, "navigation", navigation)
-
-
-@pytest.fixture(autouse=True)
-def _no_autoprepare(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEADSCOPE_AUTOPREPARE", "0")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("server_navigation_mode", "no_autoprepare")]
 
 
 def _prepared_with_run(folder: Path) -> tuple[Any, Any, str]:

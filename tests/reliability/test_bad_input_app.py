@@ -29,32 +29,12 @@ from conftest import prepared_tiny_setup
 from pruning.data import MAX_TEXT_CHARS
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("server_navigation_mode", "no_autoprepare")]
 
 LONG_TEXT = ("The film was wonderful and the acting superb. " * 250)[:10_000]
 MIXED = "Ein großartiger Film 🎬🍿 — 素晴らしい映画！ فيلم رائع 👍🏽 Привет"
 HTML_TEXT = '<script>alert("x")</script><img src=x onerror=alert(1)> good film'
 TOO_LONG = "x" * (MAX_TEXT_CHARS + 1)
-
-
-@pytest.fixture(autouse=True)
-def _server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run pages through app.py's st.navigation, as a server does after its first request
-    (see tests/test_app.py for why AppTest needs this)."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-@pytest.fixture(autouse=True)
-def _no_autoprepare(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HEADSCOPE_AUTOPREPARE", "0")
 
 
 @pytest.fixture(scope="module")
