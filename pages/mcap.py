@@ -259,6 +259,15 @@ def table_runs(summaries: list[Any]) -> list[SimpleNamespace]:
     return entries
 
 
+def table_order(run: SimpleNamespace) -> tuple[bool, bool, str, int]:
+    """Table I's row order, as in the paper: MCAP, the head baselines, the weight baselines;
+    then by name and seed (the store lists newest first, which would reorder rows per run)."""
+    weights = run.info.get("settings", {}).get("granularity", "head") == "weight" or (
+        run.method in ("unstructured", "deepcuts")
+    )
+    return (run.method != "mcap", weights, str(run.info.get("name", "")), int(run.seed))
+
+
 def latency_work(
     prepared_key: str, keys: list[str], batch_size: int, seq_len: int, repeats: int
 ) -> Callable[[Progress], dict[str, Any]]:
@@ -357,7 +366,7 @@ def table1(prepared: PreparedModel, summaries: list[Any]) -> None:
     dense_latency = measured.get("dense") or (stored or {}).get("dense_ms")
     try:
         rows = table1_rows(
-            runs,
+            sorted(runs, key=table_order),
             newest.metrics.get("dense") or prepared.metrics.get(split, {}),
             newest.metrics.get("cost", {}),
             dense_latency,
