@@ -285,7 +285,14 @@ def import_run(store: RunStore, source: Path) -> RunRecord:
             raise ValueError(
                 f"{source} is neither a folder nor a zip archive; give what export() wrote."
             )
-        record = read_run_folder(staging)
+        try:
+            record = read_run_folder(staging)
+        except (AttributeError, TypeError, KeyError) as error:
+            # Checksums can be recomputed by whoever edited the file: wrong types inside a
+            # well-formed document are damage too, not a crash.
+            raise ValueError(
+                f"{source} holds a damaged run ({type(error).__name__}: {error}); export it again."
+            ) from error
         store.install(staging, read_document(staging))
     finally:
         shutil.rmtree(work, ignore_errors=True)

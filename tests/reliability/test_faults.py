@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -530,3 +531,20 @@ def test_two_identical_requests_at_once_both_get_the_stored_run(tmp_path: Path) 
     runs, problems = RunStore().list()
     assert problems == [] and [r.key for r in runs] == [results[0].key]
     assert run_pruning(request) == RunStore().get(results[0].key)  # now simply found
+
+
+def test_importing_a_rechecksummed_run_with_wrong_types_is_refused_cleanly(
+    tmp_path: Path,
+) -> None:
+    """An export edited with its checksums recomputed but wrong types inside: a clear
+    ValueError (the CLI's one-line error), nothing installed, the store unchanged."""
+    source = RunStore(tmp_path / "elsewhere")
+    record = source.save(make_record(seed=5))
+    exported = tmp_path / "export"
+    shutil.copytree(source.path_for(record.key), exported)
+    _wrong_types(exported / RUN_FILE)
+    store = RunStore()
+    before = store.list()
+    with pytest.raises(ValueError, match="damaged"):
+        store.import_run(exported)
+    assert store.list() == before
