@@ -43,21 +43,33 @@ def device_label() -> str:
 
 st.set_page_config(page_title="HeadScope", page_icon=_favicon(), layout="wide")
 
-PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-    st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),
-    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
-    st.Page("pages/search.py", title="A* search", icon=":material/travel_explore:"),
-    st.Page("pages/gates.py", title="Gates", icon=":material/toggle_on:"),
-    st.Page("pages/deepcuts.py", title="DeepCuts", icon=":material/grain:"),
-    st.Page("pages/mcap.py", title="MCAP", icon=":material/psychology:"),
-    st.Page("pages/explanations.py", title="Explanations", icon=":material/lightbulb:"),
-    st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
-    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
-]
+# Sections keep 13 pages readable; expanded=True lists every page (Streamlit otherwise folds
+# the list after a few entries behind "View more", which hides Runs and Compare).
+PAGES = {
+    "Start": [
+        st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+        st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),
+    ],
+    "Prune": [
+        st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
+        st.Page("pages/search.py", title="A* search", icon=":material/travel_explore:"),
+        st.Page("pages/gates.py", title="Gates", icon=":material/toggle_on:"),
+        st.Page("pages/deepcuts.py", title="DeepCuts", icon=":material/grain:"),
+        st.Page("pages/mcap.py", title="MCAP", icon=":material/psychology:"),
+    ],
+    "Inspect": [
+        st.Page("pages/head_editor.py", title="Head editor", icon=":material/edit:"),
+        st.Page("pages/explanations.py", title="Explanations", icon=":material/lightbulb:"),
+        st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
+        st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    ],
+    "Results": [
+        st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    ],
+}
 
-navigation = st.navigation(PAGES)
+navigation = st.navigation(PAGES, expanded=True)
 with st.sidebar:
     st.markdown("**HeadScope**: prune attention heads, see what changed.")
     st.caption(f"Device: {device_label()} · store: `{headscope_home()}`")

@@ -1,4 +1,5 @@
-"""Runs: every stored run with its metrics; filter, rename, delete, export, import, compare."""
+"""Runs: every stored run with its metrics; filter, rename, delete, export, import, compare, and
+download an HTML report of the selected runs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from cache.run_export import export_file_name
+from cache.run_format import RunSummary
 from pages.common import ensure_app_navigation, model_store, run_store
+from pruning.report import build_report, report_file_name
 from viz.compare import build_mask_comparison
 from viz.heads import build_mask_heatmap
 from viz.metrics import build_metric_deltas
@@ -17,7 +20,7 @@ from viz.metrics import build_metric_deltas
 METRIC_COLUMNS = ("accuracy", "mcc", "macro_f1", "loss")
 
 
-def runs_table(summaries: list) -> pd.DataFrame:  # type: ignore[type-arg]
+def runs_table(summaries: list[RunSummary]) -> pd.DataFrame:
     rows = []
     for summary in summaries:
         row = {
@@ -119,6 +122,28 @@ def compare_ui(keys: list[str]) -> None:
     st.plotly_chart(build_metric_deltas(rows, names), width="stretch")
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def report_html(runs: tuple[tuple[str, str], ...]) -> str:
+    """The HTML report of these runs (keys and names: a rename changes the report)."""
+    return build_report([key for key, _ in runs])
+
+
+def report_ui(keys: list[str], names: list[str]) -> None:
+    """Download a self-contained HTML report of the selected runs, built when clicked."""
+    runs = tuple(zip(keys, names, strict=True))
+    what = "this run" if len(keys) == 1 else f"these {len(keys)} runs"
+    st.download_button(
+        "Download HTML report",
+        data=lambda: report_html(runs),
+        file_name=report_file_name(keys, names),
+        mime="text/html",
+        on_click="ignore",
+        key="runs-report",
+        help=f"One HTML file with the figures, metrics, cost, configuration and software "
+        f"versions of {what}; it opens offline in any browser (about 5 MB: plotly is inside).",
+    )
+
+
 def main() -> None:
     st.title("Runs")
     store = run_store()
@@ -150,12 +175,16 @@ def main() -> None:
             **{f"Δ {c}": st.column_config.NumberColumn(format="%+.4f") for c in METRIC_COLUMNS},
         },
     )
-    selected = [summaries[i].key for i in event.selection.rows]  # type: ignore[attr-defined]
+    rows = event.selection.rows
+    selected = [summaries[i].key for i in rows]
     if not selected:
         st.caption(
-            "Select one run to inspect, rename, export or delete it; two or more to compare."
+            "Select one run to inspect, rename, export, report or delete it; two or more to "
+            "compare them or to download a report of them all."
         )
-    elif len(selected) == 1:
+    else:
+        report_ui(selected, [summaries[i].name for i in rows])
+    if len(selected) == 1:
         key = selected[0]
         record = store.get(key)
         scores = None if record.scores is None else record.scores.numpy()
@@ -163,19 +192,19 @@ def main() -> None:
             build_mask_heatmap(record.mask.numpy(), scores, title=record.info.get("name", "")),
             width="stretch",
         )
-        cols = st.columns(3)
-        with cols[0]:
+        actions = st.columns(3)
+        with actions[0]:
             new_name = st.text_input("Name", value=record.info.get("name", ""), key=f"name-{key}")
             if st.button("Rename", key=f"rename-{key}") and new_name.strip():
                 store.rename(key, new_name.strip())
                 st.rerun()
-        with cols[1]:
+        with actions[1]:
             export_ui(key)
-        with cols[2]:
+        with actions[2]:
             if st.button("Delete run", key=f"delete-{key}"):
                 store.delete(key)
                 st.rerun()
-    else:
+    elif len(selected) > 1:
         compare_ui(selected)
     with st.expander("Import a run"):
         import_ui()

@@ -42,8 +42,10 @@ from pruning.cli_common import (
     parse_model_arg,
     train_config_from_args,
 )
+from pruning.cli_compare import cmd_compare
 from pruning.cli_embeddings import cmd_embeddings
 from pruning.cli_explain import cmd_explain
+from pruning.cli_report import cmd_report
 from pruning.cli_runs import cmd_methods, cmd_prune, cmd_runs
 
 log = logging.getLogger(__name__)
@@ -319,6 +321,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "assets": cmd_assets,
     "attention": cmd_attention,
     "embeddings": cmd_embeddings,
+    "compare": cmd_compare,
+    "report": cmd_report,
 }
 
 

@@ -17,9 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pruning.cli_bench_editor import add_editor_bench, bench_editor
 from pruning.cli_bench_explain import add_explain_bench, bench_explain
 from pruning.cli_bench_mcap import add_table1_bench, bench_table1
+from pruning.cli_bench_quality import add_quality_bench, bench_quality
 from pruning.cli_bench_runs import add_run_bench_commands, cmd_run_bench
+from pruning.cli_bench_speed import add_speed_bench, bench_speed
 from pruning.cli_common import add_data_args, add_model_args, emit_json
 from pruning.cli_embeddings import add_embeddings_bench, bench_embeddings
 
@@ -46,6 +49,9 @@ def add_bench_commands(commands: Any) -> None:
     add_table1_bench(kinds)
     add_explain_bench(kinds)
     add_embeddings_bench(kinds)
+    add_quality_bench(kinds)
+    add_speed_bench(kinds)
+    add_editor_bench(kinds)
 
 
 def _timed_search(evaluator: Any, n_layers: int, n_heads: int, budget: float) -> dict[str, Any]:
@@ -91,6 +97,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_explain(args)
     if args.bench == "embeddings":
         return bench_embeddings(args)
+    if args.bench == "quality":
+        return bench_quality(args)
+    if args.bench == "speed":
+        return bench_speed(args)
+    if args.bench == "editor":
+        return bench_editor(args)
     raise ValueError(f"Unknown benchmark {args.bench!r}.")
 
 

@@ -286,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pruning.cli_embeddings import add_embeddings_command
 
     add_embeddings_command(commands)
+    from pruning.cli_compare import add_compare_command
+    from pruning.cli_report import add_report_command
+
+    add_compare_command(commands)
+    add_report_command(commands)
     return parser
 
 
