@@ -351,12 +351,12 @@ def command_line(args: argparse.Namespace) -> str:
 
 def write_report(args: argparse.Namespace, report: dict[str, Any], table: str) -> int:
     """Write ``--out`` (JSON) and ``--markdown``; print the table (or JSON with ``--json``)."""
+    from pruning.bench_quality import write_atomic
+
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_atomic(args.out, json.dumps(report, indent=2, default=str) + "\n")
     if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table)
+        write_atomic(args.markdown, table)
     if args.json:
         emit_json(report)
     else:
