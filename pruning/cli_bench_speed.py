@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pruning.bench_quality import write_atomic
 from pruning.bench_speed import RANDOM_CONFIGS, ProgressFn, SpeedBenchOptions, run_speed_bench
 from pruning.cli_bench_runs import bench_report
 from pruning.cli_common import add_data_args, add_model_args, data_spec_from_args, emit_json
@@ -145,18 +144,6 @@ def _progress_bars(enabled: bool) -> Iterator[ProgressFn | None]:
             bar.close()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def bench_speed(args: argparse.Namespace) -> int:
     """``headscope bench speed``: run, write ``--out`` / ``--markdown``, print a summary."""
     options = options_from_args(args)
@@ -166,9 +153,9 @@ def bench_speed(args: argparse.Namespace) -> int:
     report = bench_report(args, started, **content)
     markdown = markdown_report(report)
     if args.out is not None:
-        _write_atomically(args.out, json.dumps(report, indent=2, default=str) + "\n")
+        write_atomic(args.out, json.dumps(report, indent=2, default=str) + "\n")
     if args.markdown is not None:
-        _write_atomically(args.markdown, markdown)
+        write_atomic(args.markdown, markdown)
     if args.json:
         emit_json(report)
     else:
