@@ -170,6 +170,13 @@ REVIEWED_SINKS = {
     ("pages/explanations.py", "html", "side_by_side_html(group)"),
     # `page` is build_head_view_html(...) or build_model_view_html(...), a line above the call.
     ("pages/attention.py", "html", "page"),
+    (
+        "pages/head_editor.py",
+        "html",
+        "side_by_side_html([Attribution.from_dict(item) for item in result])",
+    ),
+    # A gallery tile's `html` is only ever side_by_side_html(...) (checked below).
+    ("pages/overview.py", "html", "tile['html']"),
 }
 
 
@@ -222,6 +229,8 @@ def test_pages_send_html_only_through_reviewed_escaping_builders() -> None:
     assert found == REVIEWED_SINKS, f"reviewed sinks gone; update REVIEWED_SINKS: {found}"
     attention = (ROOT / "pages/attention.py").read_text(encoding="utf-8")
     assert "build = build_head_view_html if" in attention and "page = build(" in attention
+    overview = (ROOT / "pages/overview.py").read_text(encoding="utf-8")
+    assert re.findall(r"\bhtml=[^,)]*", overview) == ["html=side_by_side_html(chosen"]
 
 
 def test_run_names_in_mask_and_metric_figures_show_markup_as_text() -> None:
