@@ -12,6 +12,7 @@ PIP := $(PY) -m pip
 # e.g.  make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.headscope-setup
+RAY_STAMP := $(VENV)/.headscope-ray
 PORT ?= 8501
 # The dashboard listens on 127.0.0.1 only. To reach it from other machines, on a trusted network:
 #   make run HOST=0.0.0.0 ALLOWED_HOSTS="127.0.0.1 localhost mybox.lan"
@@ -19,7 +20,7 @@ PORT ?= 8501
 HOST ?= 127.0.0.1
 ALLOWED_HOSTS ?= 127.0.0.1 localhost $(HOST)
 
-.PHONY: setup assets run test lint unit browser-deps prepare bench-latency clean
+.PHONY: setup assets ray run test lint unit browser-deps prepare bench-latency clean
 
 setup: $(STAMP) assets
 
@@ -60,7 +61,14 @@ lint: setup
 unit: setup
 	$(PY) -m pytest -q -m "not slow and not browser"
 
-test: setup browser-deps lint
+# The optional Ray extra (scale-out): the tests start a private 2-CPU Ray instance.
+ray: $(RAY_STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[dev,ray]"
+	touch $(RAY_STAMP)
+
+test: setup ray browser-deps lint
 	$(PY) -m pytest -q --durations=15
 
 bench-latency: setup

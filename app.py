@@ -13,7 +13,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from cache.paths import headscope_home
-from pages.common import JOB_PANEL_PREFIXES, interrupted_jobs_notice, routed_by_app
+from pages.common import (
+    JOB_PANEL_PREFIXES,
+    executor_settings_ui,
+    interrupted_jobs_notice,
+    routed_by_app,
+)
 from pruning.models import pick_device
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -73,6 +78,7 @@ navigation = st.navigation(PAGES, expanded=True)
 with st.sidebar:
     st.markdown("**HeadScope**: prune attention heads, see what changed.")
     st.caption(f"Device: {device_label()} · store: `{headscope_home()}`")
+    executor_settings_ui()
     # Jobs without a panel of their own (explanations, embeddings) that a restart interrupted.
     interrupted_jobs_notice(exclude=JOB_PANEL_PREFIXES)
 with routed_by_app():

@@ -23,6 +23,13 @@ import streamlit as st
 from cache.model_store import ModelStore, PreparedModel
 from cache.run_store import RunStore
 from pruning.data import DataSpec, LabelledDataset, load_dataset
+from pruning.executors import (
+    INSTALL_HINT,
+    LOCAL,
+    ExecutorSettings,
+    ray_installed,
+    settings_from_env,
+)
 from pruning.job_journal import JobJournal, JournalEntry
 from pruning.jobs import Job, JobSnapshot, LocalExecutor, Progress
 from pruning.methods.base import MethodConfig, TraceEvent
@@ -348,31 +355,143 @@ def request_job_id(request: RunRequest, prefix: str = "prune") -> str:
     return f"{prefix}-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def pruning_work(request: RunRequest) -> Callable[[Progress], str]:
+EXECUTOR_KEY = "executor_settings"
+
+
+def current_executor() -> ExecutorSettings:
+    """The executor this session chose in the sidebar (else the environment's, else local)."""
+    chosen = st.session_state.get(EXECUTOR_KEY)
+    if isinstance(chosen, ExecutorSettings):
+        return chosen
+    try:
+        return settings_from_env()
+    except ValueError:
+        return LOCAL
+
+
+def executor_settings_ui() -> ExecutorSettings:
+    """The sidebar's Executor box: local, or a Ray cluster for sweeps and A* evaluations.
+
+    A bad address or a missing Ray install is said here and the session keeps the local
+    executor, so no run fails later for it.
+    """
+    default = current_executor()
+    with st.expander(f"Executor: {default.describe()}", expanded=False):
+        use_ray = st.toggle(
+            "Run sweeps and A* evaluations on Ray",
+            value=default.is_ray,
+            key="executor-ray",
+            help="On Ray, a request of several runs becomes one Ray task per run and A* spreads "
+            "its candidate evaluations over Ray actors; the results are the same.",
+        )
+        settings = LOCAL
+        if use_ray:
+            address = st.text_input(
+                "Ray address",
+                value=default.address,
+                key="executor-address",
+                help="auto: a cluster started with `ray start --head` on this machine; local: "
+                "a private instance; or host:port of a remote cluster.",
+            )
+            workers = st.number_input(
+                "A* actors (0 = one per CPU or GPU)",
+                min_value=0,
+                max_value=4096,
+                value=default.workers or 0,
+                key="executor-workers",
+            )
+            if not ray_installed():
+                st.warning(f"Ray is not installed, so runs stay local. {INSTALL_HINT}")
+            else:
+                try:
+                    settings = ExecutorSettings("ray", address, int(workers) or None)
+                except ValueError as error:
+                    st.error(f"{error} Runs stay local until this is fixed.")
+    st.session_state[EXECUTOR_KEY] = settings
+    return settings
+
+
+def pruning_work(
+    request: RunRequest, executor: ExecutorSettings = LOCAL
+) -> Callable[[Progress], str]:
     """Background work that runs (or fetches) one pruning run; returns its run key.
 
     Every trace event reaches the job's snapshot, so pages can draw the method's live state.
+    With a Ray executor the run stays in this process and A* spreads its evaluations on Ray.
     """
 
     def work(progress: Progress) -> str:
         def on_event(event: TraceEvent) -> None:
             progress.update(event.fraction, event.message or event.kind, event=event.to_dict())
 
-        record = run_pruning(request, on_event=on_event, should_stop=progress.should_stop)
+        record = run_pruning(
+            request, on_event=on_event, should_stop=progress.should_stop, executor=executor
+        )
         return record.key
+
+    return work
+
+
+def sweep_work(
+    requests: Sequence[RunRequest], executor: ExecutorSettings = LOCAL
+) -> Callable[[Progress], str]:
+    """Background work that runs (or fetches) several runs; returns the last run's key.
+
+    Local: one after the other. Ray: one task per run, stored here as each finishes. Progress is
+    the mean of the runs' progress; cancelling cancels every unfinished Ray task.
+    """
+    from pruning.ray_sweep import run_requests
+
+    def work(progress: Progress) -> str:
+        fractions = [0.0] * len(requests)
+        done: set[int] = set()
+
+        def on_event(index: int, event: TraceEvent) -> None:
+            fractions[index] = max(fractions[index], event.fraction)
+            progress.update(
+                sum(fractions) / len(fractions),
+                f"{len(done)}/{len(requests)} runs stored · run {index + 1}: "
+                f"{event.message or event.kind}",
+            )
+
+        def on_record(index: int, record: Any) -> None:
+            done.add(index)
+            fractions[index] = 1.0
+
+        records = run_requests(
+            requests,
+            executor=executor,
+            on_event=on_event,
+            should_stop=progress.should_stop,
+            on_record=on_record,
+        )
+        return records[-1].key
 
     return work
 
 
 def submit_run(request: RunRequest, *, prefix: str, session_key: str) -> str:
     """Queue a pruning run in the server's executor and remember it in this session."""
-    job_id = request_job_id(request, prefix)
-    executor().submit(
-        job_id,
-        request.method,
-        pruning_work(request),
-        meta={"title": request.name or request.method},
+    return submit_runs([request], prefix=prefix, session_key=session_key)
+
+
+def submit_runs(requests: Sequence[RunRequest], *, prefix: str, session_key: str) -> str:
+    """Queue one job for ``requests`` (one run, or a sweep) and remember it in this session."""
+    if not requests:
+        raise ValueError("Nothing to run: the request list is empty.")
+    first = requests[0]
+    ids = [request_job_id(request, prefix) for request in requests]
+    job_id = (
+        ids[0]
+        if len(ids) == 1
+        else f"{prefix}-" + hashlib.sha256(" ".join(ids).encode()).hexdigest()[:12]
     )
+    chosen = current_executor()
+    title = first.name or first.method
+    if len(requests) > 1:
+        title = f"{title} ×{len(requests)}" + (" on Ray" if chosen.is_ray else "")
+    work = pruning_work(first, chosen) if len(requests) == 1 else sweep_work(requests, chosen)
+    executor().submit(job_id, first.method, work, meta={"title": title})
     mine = st.session_state.setdefault(session_key, [])
     if job_id not in mine:
         mine.append(job_id)

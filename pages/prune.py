@@ -13,7 +13,7 @@ from pages.common import (
     require_prepared,
     run_settings_ui,
     run_store,
-    submit_run,
+    submit_runs,
     tracked_jobs,
 )
 from pruning.methods.base import list_methods
@@ -21,12 +21,39 @@ from pruning.models import config_head_grid
 from pruning.pipeline import RunRequest
 from viz.heads import build_mask_heatmap
 
+MAX_SWEEP = 64
 
-def settings_ui(prepared: PreparedModel) -> RunRequest | None:
-    """The method picker and its generated form; returns a request when Run is pressed.
 
-    The request is checked before it is returned (settings in range, a head count the prepared
-    model can give up), so a bad setting shows an error here and no job is started.
+def parse_seeds(text: str, first: int) -> list[int]:
+    """``first`` followed by the seeds of ``"1, 2"`` (duplicates dropped, order kept).
+
+    Raises:
+        ValueError: a part that is not a whole number in 0..2**31-1.
+    """
+    seeds = [first]
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) > 2**31 - 1:
+            raise ValueError(
+                f"More seeds: {part!r} is not a seed; give whole numbers separated by commas, "
+                "e.g. 1, 2."
+            )
+        if int(part) not in seeds:
+            seeds.append(int(part))
+    if len(seeds) > MAX_SWEEP:
+        raise ValueError(f"More seeds: at most {MAX_SWEEP} runs at once (got {len(seeds)}).")
+    return seeds
+
+
+def settings_ui(prepared: PreparedModel) -> list[RunRequest] | None:
+    """The method picker and its generated form; returns the requests when Run is pressed.
+
+    One request per seed (the form's seed and any "More seeds"): several make a sweep, which
+    runs as one job (one Ray task per run with the Ray executor). The requests are checked before
+    they are returned (settings in range, a head count the prepared model can give up), so a bad
+    setting shows an error here and no job is started.
     """
     methods = list_methods()
     titles = {cls.name: f"{cls.title} ({cls.name})" for cls in methods}
@@ -43,30 +70,42 @@ def settings_ui(prepared: PreparedModel) -> RunRequest | None:
         settings = run_settings_ui(
             "Scoring texts", "Validation texts the method may use to score heads."
         )
+        more_seeds = st.text_input(
+            "More seeds (a sweep)",
+            value="",
+            placeholder="e.g. 1, 2",
+            help="Also run these seeds: one run per seed, stored separately and compared on the "
+            "Compare page. With the Ray executor (sidebar) they run in parallel.",
+        )
         name_label = st.text_input("Run name", value="", placeholder="optional label")
         submitted = st.form_submit_button("Run", type="primary")
     if not submitted:
         return None
     try:
-        request = RunRequest(
-            method=name,
-            config={k: v for k, v in config.items()},
-            model=model_spec,
-            data=data_spec,
-            seed=settings.seed,
-            score_examples=settings.examples,
-            eval_split=settings.eval_split,
-            recovery_steps=settings.recovery_steps,
-            name=name_label.strip(),
-        )
-        method_config = request.method_config()
+        seeds = parse_seeds(more_seeds, settings.seed)
+        label = name_label.strip()
+        requests = [
+            RunRequest(
+                method=name,
+                config={k: v for k, v in config.items()},
+                model=model_spec,
+                data=data_spec,
+                seed=seed,
+                score_examples=settings.examples,
+                eval_split=settings.eval_split,
+                recovery_steps=settings.recovery_steps,
+                name=f"{label} seed {seed}" if label and len(seeds) > 1 else label,
+            )
+            for seed in seeds
+        ]
+        method_config = requests[0].method_config()
         heads_to_prune = getattr(method_config, "heads_to_prune", None)
         if heads_to_prune is not None:
             heads_to_prune(*config_head_grid(prepared.path))
     except ValueError as error:
         st.error(f"{error} Nothing was started; change the setting and press Run again.")
         return None
-    return request
+    return requests
 
 
 def show_run(key: str) -> None:
@@ -115,9 +154,9 @@ def main() -> None:
     )
     settings, results = st.columns([2, 3], gap="large")
     with settings:
-        request = settings_ui(prepared)
-    if request is not None:
-        submit_run(request, prefix="prune", session_key="prune_jobs")
+        requests = settings_ui(prepared)
+    if requests:
+        submit_runs(requests, prefix="prune", session_key="prune_jobs")
     with results:
         jobs_panel()
         last = st.session_state.get("last_run")

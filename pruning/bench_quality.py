@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pruning.executors import LOCAL, ExecutorSettings
+
 if TYPE_CHECKING:
     from cache.model_store import PreparedModel
     from cache.run_format import RunRecord
@@ -223,6 +225,9 @@ class QualityOptions:
         progress: progress bars on stderr.
         overrides: :class:`QualitySettings` fields to change (None values are ignored;
             ``max_rows=0`` means all rows, ``eval_examples=0`` the whole test split).
+        executor: ``local`` runs the rows one after the other in this process; ``ray`` fans them
+            out as Ray tasks (:func:`pruning.ray_sweep.run_requests`; the driver alone writes the
+            store). The rows are the same either way; latency is always timed on the driver.
     """
 
     quick: bool = False
@@ -237,6 +242,7 @@ class QualityOptions:
     skip_latency: bool = False
     progress: bool = True
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    executor: ExecutorSettings = LOCAL
 
 
 def _items(values: Any) -> list[Any]:
@@ -693,6 +699,10 @@ def quality_command(options: QualityOptions) -> str:
         parts += ["--device", options.device]
     if options.skip_latency:
         parts.append("--skip-latency")
+    if options.executor.is_ray:
+        parts += ["--executor", "ray", "--ray-address", options.executor.address]
+        if options.executor.workers:
+            parts += ["--ray-workers", str(options.executor.workers)]
     if not options.progress:
         parts.append("--no-progress")
     for name in SETTING_NAMES:
@@ -748,7 +758,13 @@ def run_quality_bench(
         return record
 
     say(f"{len(plan)} runs on prepared classifier {prepared.key} (stored runs are reused)")
-    summaries = run_plan([(p.label, p.request) for p in plan], progress=options.progress, run=run)
+    if options.executor.is_ray:
+        say(f"runs fan out on {options.executor.describe()}")
+        summaries = _run_on_ray(plan, options, records)
+    else:
+        summaries = run_plan(
+            [(p.label, p.request) for p in plan], progress=options.progress, run=run
+        )
     rows = [
         quality_row(p, summary, records[summary["key"]])
         for p, summary in zip(plan, summaries, strict=True)
@@ -765,7 +781,12 @@ def run_quality_bench(
             say=say,
         )
     ns = argparse.Namespace(
-        bench="quality", **{**options.__dict__, "overrides": dict(options.overrides)}
+        bench="quality",
+        **{
+            **options.__dict__,
+            "overrides": dict(options.overrides),
+            "executor": options.executor.to_dict(),
+        },
     )
     report = bench_report(
         ns,
@@ -796,6 +817,41 @@ def run_quality_bench(
     typed = command_line(ns)
     report["command"] = typed if typed != "headscope bench quality" else quality_command(options)
     return report
+
+
+def _run_on_ray(
+    plan: Sequence[PlannedRun], options: QualityOptions, records: dict[str, RunRecord]
+) -> list[dict[str, Any]]:
+    """Every row of ``plan`` as a Ray task; one summary row per run, in plan order.
+
+    Each row's ``seconds`` is the run's own compute time (``info.total_seconds``; a fetched run
+    keeps the time it took when it was made), since the rows overlap in wall time.
+    """
+    from tqdm import tqdm
+
+    from pruning.cli_bench_runs import _row
+    from pruning.ray_sweep import run_requests
+
+    fractions = [0.0] * len(plan)
+    bar = tqdm(total=1000, disable=not options.progress, desc="quality bench", unit="‰")
+
+    def on_event(index: int, event: Any) -> None:
+        fractions[index] = max(fractions[index], float(event.fraction))
+        bar.n = int(sum(fractions) / len(fractions) * 1000)
+        bar.set_postfix_str(f"{plan[index].label}: {event.message}"[:60], refresh=True)
+
+    try:
+        found = run_requests(
+            [p.request for p in plan], executor=options.executor, on_event=on_event
+        )
+    finally:
+        bar.close()
+    summaries = []
+    for planned, record in zip(plan, found, strict=True):
+        records[record.key] = record
+        seconds = float(record.info.get("total_seconds") or 0.0)
+        summaries.append(_row(planned.label, record, seconds))
+    return summaries
 
 
 CLAIM_TITLES = {

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pruning import cli_bench_ray
 from pruning.cli_bench_editor import add_editor_bench, bench_editor
 from pruning.cli_bench_explain import add_explain_bench, bench_explain
 from pruning.cli_bench_mcap import add_table1_bench, bench_table1
@@ -51,6 +52,7 @@ def add_bench_commands(commands: Any) -> None:
     add_embeddings_bench(kinds)
     add_quality_bench(kinds)
     add_speed_bench(kinds)
+    cli_bench_ray.add_arguments(kinds.add_parser("ray", help=cli_bench_ray.HELP))
     add_editor_bench(kinds)
 
 
@@ -101,6 +103,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_quality(args)
     if args.bench == "speed":
         return bench_speed(args)
+    if args.bench == "ray":
+        return cli_bench_ray.run(args)
     if args.bench == "editor":
         return bench_editor(args)
     raise ValueError(f"Unknown benchmark {args.bench!r}.")

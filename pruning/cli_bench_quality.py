@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pruning.cli_bench_runs import _floats, _names, add_shared_bench_args
-from pruning.cli_common import emit_json
+from pruning.cli_common import add_executor_args, emit_json, executor_from_args
 
 # flag -> (type, help); the flag's destination is the QualitySettings field of the same name.
 _PLAN_FLAGS: dict[str, tuple[Any, str]] = {
@@ -84,6 +84,7 @@ def add_quality_bench(kinds: Any) -> None:
         type=Path,
         help="write quality_sparsity.html and quality_latency.html into this folder",
     )
+    add_executor_args(quality)
 
 
 def options_from_args(args: argparse.Namespace) -> Any:
@@ -103,6 +104,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         skip_latency=args.skip_latency,
         progress=not args.no_progress,
         overrides={name: getattr(args, name) for name in SETTING_NAMES},
+        executor=executor_from_args(args),
     )
 
 

@@ -16,6 +16,7 @@ from pruning.models import ModelSpec
 
 if TYPE_CHECKING:
     from pruning.data import DataSpec
+    from pruning.executors import ExecutorSettings
     from pruning.train import TrainConfig, TrainEvent
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
@@ -177,6 +178,41 @@ def add_data_args(parser: argparse.ArgumentParser, *, default: str | None) -> No
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_executor_args(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--ray-address``, ``--ray-workers`` (defaults: HEADSCOPE_* variables)."""
+    group = parser.add_argument_group("executor (see README: Scale-out)")
+    group.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="local: this process (default, or $HEADSCOPE_EXECUTOR); ray: sweeps as Ray tasks "
+        "and A* candidate evaluations on Ray actors (needs pip install 'headscope[ray]')",
+    )
+    group.add_argument(
+        "--ray-address",
+        help="auto (a running cluster, the default), local (a private instance), or host:port",
+    )
+    group.add_argument(
+        "--ray-workers", type=int, help="Ray actors for A* evaluations (default: one per CPU)"
+    )
+
+
+def executor_from_args(args: argparse.Namespace) -> ExecutorSettings:
+    """The executor of ``--executor`` and friends, falling back to the environment.
+
+    Raises:
+        ValueError: a malformed address or worker count (the message says how to fix it).
+    """
+    from pruning.executors import ExecutorSettings, settings_from_env
+
+    base = settings_from_env()
+    kind = getattr(args, "executor", None) or base.kind
+    address = getattr(args, "ray_address", None) or base.address
+    workers = getattr(args, "ray_workers", None)
+    return ExecutorSettings(
+        kind=kind, address=address, workers=workers if workers is not None else base.workers
+    )
 
 
 # --flag -> TrainConfig field; defaults and help come from the dataclass, so they cannot drift.

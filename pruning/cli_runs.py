@@ -5,6 +5,7 @@ Examples::
     headscope methods
     headscope prune --method hisp --sparsity 0.5
     headscope prune --method random --sparsity 0.5 --seed 1 --set min_heads_per_layer=1
+    headscope prune --method random --sparsity 0.3,0.5 --seeds 0,1,2 --executor ray
     headscope runs
     headscope runs --export 3f2a9c --to run.zip
     headscope runs --import run.zip
@@ -17,18 +18,24 @@ import argparse
 import dataclasses
 import json
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from pruning.cli_common import (
     add_common_args,
     add_data_args,
+    add_executor_args,
     add_model_args,
     data_spec_from_args,
     emit_json,
+    executor_from_args,
     parse_model_arg,
 )
+
+if TYPE_CHECKING:
+    from cache.run_store import RunRecord
+    from pruning.pipeline import RunRequest
 
 
 def add_run_commands(commands: Any) -> None:
@@ -38,7 +45,10 @@ def add_run_commands(commands: Any) -> None:
 
     prune = commands.add_parser("prune", help="prune heads with a method and store the run")
     prune.add_argument("--method", required=True, help="method name (see `headscope methods`)")
-    prune.add_argument("--sparsity", type=float, help="share of heads to remove (0..1)")
+    prune.add_argument(
+        "--sparsity",
+        help="share of heads to remove (0..1); a comma list (0.3,0.5) makes a sweep",
+    )
     prune.add_argument(
         "--set",
         action="append",
@@ -49,6 +59,9 @@ def add_run_commands(commands: Any) -> None:
     add_model_args(prune, prepared=True)
     add_data_args(prune, default="rotten_tomatoes")
     prune.add_argument("--seed", type=int, default=0, help="seed of the method and recovery")
+    prune.add_argument(
+        "--seeds", help="a sweep over seeds, e.g. 0,1,2 (instead of --seed); see --executor"
+    )
     prune.add_argument(
         "--score-split",
         choices=("validation", "train"),
@@ -69,6 +82,7 @@ def add_run_commands(commands: Any) -> None:
     prune.add_argument("--name", default="", help="a label for the run list")
     prune.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(prune)
+    add_executor_args(prune)
 
     runs = commands.add_parser("runs", help="list, export, import or delete stored runs")
     runs.add_argument("--method", help="only runs of this method")
@@ -116,7 +130,9 @@ def method_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.sparsity is not None:
         if "sparsity" not in hints:
             raise ValueError(f"Method {args.method!r} has no sparsity setting.")
-        config["sparsity"] = args.sparsity
+        config["sparsity"] = (
+            args.sparsity if isinstance(args.sparsity, float) else float(args.sparsity)
+        )
     for item in args.set:
         name, sep, raw = item.partition("=")
         name = name.strip().replace("-", "_")
@@ -162,37 +178,100 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
-    from pruning.pipeline import RunRequest, run_pruning
+def _number_list(text: str, kind: type, flag: str) -> list[Any]:
+    """``"0.3,0.5"`` -> ``[0.3, 0.5]``; duplicates dropped, order kept."""
+    values: list[Any] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = kind(part)
+        except ValueError:
+            noun = "whole numbers" if kind is int else "numbers"
+            raise ValueError(f"{flag} {text!r}: give {noun} separated by commas.") from None
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise ValueError(f"{flag} is empty; give at least one value.")
+    return values
 
-    request = RunRequest(
-        method=args.method,
-        config=method_config_from_args(args),
-        model=parse_model_arg(args.model),
-        data=data_spec_from_args(args),
-        prepared_key=args.prepared,
-        seed=args.seed,
-        score_split=args.score_split,
-        score_examples=args.score_examples,
-        eval_split=args.eval_split,
-        eval_examples=args.eval_examples,
-        recovery_steps=args.recovery_steps,
-        protocol=args.protocol,
-        device=args.device,
-        name=args.name,
+
+def prune_requests(args: argparse.Namespace) -> list[RunRequest]:
+    """One request per (sparsity, seed) named by --sparsity and --seed/--seeds."""
+    from pruning.pipeline import RunRequest
+
+    sparsities: list[float | None] = (
+        [None] if args.sparsity is None else _number_list(args.sparsity, float, "--sparsity")
     )
-    request.method_config()
+    seeds = [args.seed] if not args.seeds else _number_list(args.seeds, int, "--seeds")
+    several = len(sparsities) * len(seeds) > 1
+    requests = []
+    for sparsity in sparsities:
+        for seed in seeds:
+            args_one = argparse.Namespace(**{**vars(args), "sparsity": sparsity})
+            name = args.name
+            if several and name:
+                name += "".join([f" {sparsity:g}" if sparsity is not None else "", f" seed {seed}"])
+            requests.append(
+                RunRequest(
+                    method=args.method,
+                    config=method_config_from_args(args_one),
+                    model=parse_model_arg(args.model),
+                    data=data_spec_from_args(args),
+                    prepared_key=args.prepared,
+                    seed=seed,
+                    score_split=args.score_split,
+                    score_examples=args.score_examples,
+                    eval_split=args.eval_split,
+                    eval_examples=args.eval_examples,
+                    recovery_steps=args.recovery_steps,
+                    protocol=args.protocol,
+                    device=args.device,
+                    name=name,
+                )
+            )
+    for request in requests:
+        request.method_config()
+    return requests
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from pruning.pipeline import run_pruning
+    from pruning.ray_sweep import run_requests
+
+    requests = prune_requests(args)
+    executor = executor_from_args(args)
     bar = tqdm(total=1000, disable=args.no_progress, desc=args.method, unit="‰")
+    fractions = [0.0] * len(requests)
 
     def on_event(event: Any) -> None:
         bar.n = int(event.fraction * 1000)
         bar.set_postfix_str(event.message[:60], refresh=True)
 
+    def on_sweep_event(index: int, event: Any) -> None:
+        fractions[index] = max(fractions[index], event.fraction)
+        bar.n = int(sum(fractions) / len(fractions) * 1000)
+        bar.set_postfix_str(f"run {index + 1}/{len(requests)}: {event.message}"[:60], refresh=True)
+
     try:
-        record = run_pruning(request, on_event=on_event)
+        if len(requests) == 1:
+            records = [run_pruning(requests[0], on_event=on_event, executor=executor)]
+        else:
+            records = run_requests(requests, executor=executor, on_event=on_sweep_event)
     finally:
         bar.close()
-    summary = {
+    summaries = [_prune_summary(record) for record in records]
+    if args.json:
+        emit_json(summaries[0] if len(summaries) == 1 else summaries)
+        return 0
+    for record, summary in zip(records, summaries, strict=True):
+        _print_run(record, summary)
+    return 0
+
+
+def _prune_summary(record: RunRecord) -> dict[str, Any]:
+    return {
         "key": record.key,
         "method": record.method,
         "kept": int(record.mask.sum()),
@@ -200,9 +279,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         "metrics": record.metrics,
         "seconds": record.info.get("total_seconds"),
     }
-    if args.json:
-        emit_json(summary)
-        return 0
+
+
+def _print_run(record: RunRecord, summary: dict[str, Any]) -> None:
     dense, pruned = record.metrics["dense"], record.metrics["pruned"]
     print(f"run {record.key}: {record.method}, kept {summary['kept']} of {summary['heads']} heads")
     for name in ("accuracy", "mcc", "macro_f1", "loss"):
@@ -218,7 +297,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"FLOPs/example@{cost['flops_seq_len']} {cost['flops_dense'] / 1e9:.2f} G -> "
             f"{cost['flops_pruned'] / 1e9:.2f} G"
         )
-    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -5,6 +5,11 @@ chosen method, removes the heads for real, evaluates the pruned model with every
 fine-tunes it for a few recovery steps, and stores the run. A request whose result is already in
 the store returns at once (the key hashes everything that determines the result).
 
+It is made of two parts that a sweep can use apart (:mod:`pruning.ray_sweep`): ``planned_key``
+(the key, from the dataset and the prepared classifier, without loading any model) and
+``compute_run`` (the whole computation, nothing stored), so a worker computes and the driver alone
+stores; both share :func:`plan_run`, so keys never diverge.
+
 Progress: ``on_event`` receives the method's :class:`TraceEvent` objects with their fraction
 rescaled to the whole run, plus ``stage`` events from the pipeline itself.
 """
@@ -19,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from cache.fingerprints import software_versions, spec_to_dict
 from cache.model_store import ModelStore, PreparedModel, check_label_compatibility
@@ -27,6 +34,7 @@ from pruning.batching import make_batches
 from pruning.cost import count_parameters, flops_per_example, nonzero_parameters
 from pruning.data import DataSpec, LabelledDataset, load_dataset
 from pruning.evaluate import Metrics, evaluate_split
+from pruning.executors import LOCAL, ExecutorSettings
 from pruning.heads import head_sparsity, remove_heads
 from pruning.methods.base import MethodConfig, PruningContext, TraceEvent, get_method
 from pruning.models import ModelSpec, pick_device
@@ -40,6 +48,10 @@ log = logging.getLogger(__name__)
 _METHOD_SHARE, _EVAL_SHARE = 0.75, 0.15
 _BEFORE_METHOD_SHARE, _BEFORE_TRAIN_END = 0.3, 0.85
 FLOPS_SEQ_LEN = 128
+# Pipeline stage messages that callers (sweeps, tests) recognise.
+LOADING_MESSAGE = "loading data and the prepared classifier"
+FOUND_MESSAGE = "found in the run store"
+STORED_MESSAGE = "stored"
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,103 @@ def _metrics_dict(metrics: Metrics) -> dict[str, Any]:
     return {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.to_dict().items()}
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What is known about a run before any model is loaded: its inputs and its key."""
+
+    request: RunRequest
+    config: MethodConfig
+    dataset: LabelledDataset
+    prepared: PreparedModel
+    key: str
+
+    @property
+    def model_fingerprint(self) -> str:
+        return f"prepared:{self.prepared.key}"
+
+
+@dataclass(frozen=True)
+class ComputedRun:
+    """A finished run that is not stored yet: what :func:`run_pruning` hands to ``store.save``.
+
+    Attributes:
+        record: the run (key, mask, scores, metrics, trace, info).
+        model: the pruned (and recovered) classifier to store with the run, or None.
+        tokenizer: its tokenizer.
+    """
+
+    record: RunRecord
+    model: nn.Module | None
+    tokenizer: PreTrainedTokenizerBase
+
+
+def plan_run(request: RunRequest, *, model_store: ModelStore | None = None) -> RunPlan:
+    """Validate the request, load its dataset, resolve the prepared classifier, compute the key.
+
+    Raises:
+        ValueError: bad settings, no prepared classifier, mismatched classes, unusable data.
+    """
+    get_method(request.method)
+    config = request.method_config()
+    dataset = load_dataset(request.data)
+    prepared = resolve_prepared(request, dataset, model_store or ModelStore())
+    key = RunStore.key_for(
+        model_fingerprint=f"prepared:{prepared.key}",
+        data_fingerprint=dataset.fingerprint,
+        method=request.method,
+        config=config.to_dict(),
+        seed=request.seed,
+        extra=request.run_settings(),
+    )
+    return RunPlan(request=request, config=config, dataset=dataset, prepared=prepared, key=key)
+
+
+def planned_key(request: RunRequest, *, model_store: ModelStore | None = None) -> str:
+    """The key the run of ``request`` is stored under, without loading any model.
+
+    Loads the dataset and resolves the prepared classifier (both determine the key), exactly as
+    :func:`run_pruning` does, so the two never disagree.
+
+    Raises:
+        ValueError: bad settings, no prepared classifier, mismatched classes, unusable data.
+    """
+    return plan_run(request, model_store=model_store).key
+
+
+def compute_run(
+    request: RunRequest,
+    *,
+    model_store: ModelStore | None = None,
+    on_event: Callable[[TraceEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    executor: ExecutorSettings = LOCAL,
+) -> ComputedRun:
+    """Compute one run without looking in or writing to the run store.
+
+    Everything :func:`run_pruning` does except the store lookup and ``store.save``: a sweep
+    computes runs elsewhere (a Ray worker) and stores them in one place (the driver).
+
+    Args:
+        executor: where the method may spread its candidate evaluations (never part of the key).
+
+    Raises:
+        ValueError: bad settings, no prepared classifier, mismatched classes.
+        pruning.jobs.JobCancelled: when ``should_stop`` fired.
+    """
+    started = time.monotonic()
+    request.method_config()  # bad settings fail before the first event
+    if on_event is not None:
+        on_event(stage_event(LOADING_MESSAGE, 0.0))
+    plan = plan_run(request, model_store=model_store)
+    return _compute(
+        plan,
+        started=started,
+        on_event=on_event,
+        should_stop=should_stop,
+        executor=executor,
+    )
+
+
 def run_pruning(
     request: RunRequest,
     *,
@@ -168,38 +277,57 @@ def run_pruning(
     model_store: ModelStore | None = None,
     on_event: Callable[[TraceEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    executor: ExecutorSettings = LOCAL,
 ) -> RunRecord:
     """Run (or fetch from the store) one pruning run and return its stored record.
+
+    Args:
+        executor: where the method may spread its candidate evaluations (never part of the key).
 
     Raises:
         ValueError: bad settings, no prepared classifier, mismatched classes.
         pruning.jobs.JobCancelled: when ``should_stop`` fired; nothing is stored then.
     """
     started = time.monotonic()
-    method_class = get_method(request.method)
-    config = request.method_config()
+    request.method_config()  # bad settings fail before the first event
     store = store or RunStore()
-    model_store = model_store or ModelStore()
+    if on_event is not None:
+        on_event(stage_event(LOADING_MESSAGE, 0.0))
+    plan = plan_run(request, model_store=model_store)
+    if store.exists(plan.key):
+        if on_event is not None:
+            on_event(stage_event(FOUND_MESSAGE, 1.0, cached=True))
+        return store.get(plan.key)
+    computed = _compute(
+        plan,
+        started=started,
+        on_event=on_event,
+        should_stop=should_stop,
+        executor=executor,
+    )
+    saved = store.save(computed.record, model=computed.model, tokenizer=computed.tokenizer)
+    if on_event is not None:
+        on_event(stage_event(STORED_MESSAGE, 1.0, key=plan.key))
+    log.info("run %s (%s) stored in %.1f s", plan.key, request.method, time.monotonic() - started)
+    return saved
+
+
+def _compute(
+    plan: RunPlan,
+    *,
+    started: float,
+    on_event: Callable[[TraceEvent], None] | None,
+    should_stop: Callable[[], bool] | None,
+    executor: ExecutorSettings,
+) -> ComputedRun:
+    """The run of ``plan``: load, prune, remove, evaluate, (recover); nothing is stored."""
+    request, config, dataset, prepared = plan.request, plan.config, plan.dataset, plan.prepared
+    key, model_fingerprint = plan.key, plan.model_fingerprint
+    method_class = get_method(request.method)
 
     def emit(event: TraceEvent) -> None:
         if on_event is not None:
             on_event(event)
-
-    emit(stage_event("loading data and the prepared classifier", 0.0))
-    dataset = load_dataset(request.data)
-    prepared = resolve_prepared(request, dataset, model_store)
-    model_fingerprint = f"prepared:{prepared.key}"
-    key = RunStore.key_for(
-        model_fingerprint=model_fingerprint,
-        data_fingerprint=dataset.fingerprint,
-        method=request.method,
-        config=config.to_dict(),
-        seed=request.seed,
-        extra=request.run_settings(),
-    )
-    if store.exists(key):
-        emit(stage_event("found in the run store", 1.0, cached=True))
-        return store.get(key)
 
     device = pick_device(request.device)
     before = request.protocol == "before"
@@ -235,6 +363,7 @@ def run_pruning(
         seed=request.seed,
         on_event=forward_method_event,
         should_stop=should_stop,
+        executor=executor,
     )
     method = method_class(config)
     method_started = time.monotonic()
@@ -372,7 +501,4 @@ def run_pruning(
         has_model=recovered_model is not None,
     )
     context.check()
-    saved = store.save(record, model=recovered_model, tokenizer=tokenizer)
-    emit(stage_event("stored", 1.0, key=key))
-    log.info("run %s (%s) stored in %.1f s", key, request.method, time.monotonic() - started)
-    return saved
+    return ComputedRun(record=record, model=recovered_model, tokenizer=tokenizer)

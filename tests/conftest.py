@@ -7,6 +7,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -134,6 +135,32 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A private local Ray instance for the whole session: 2 CPUs, no dashboard.
+
+    Yields the ``ExecutorSettings`` that point at it (``kind="ray"``, ``address="local"``; the
+    instance is already connected, so every ``connect`` reuses it). Skipped without the extra.
+    """
+    pytest.importorskip("ray", reason="needs the optional extra: pip install 'headscope[ray]'")
+    import ray
+
+    from pruning.executors import ExecutorSettings, connect
+
+    settings = ExecutorSettings(kind="ray", address="local", num_cpus=2)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=512 * 2**20,
+    )
+    connect(settings)
+    yield settings
+    ray.shutdown()
+
+
 POSITIVE = ("great", "wonderful", "superb", "lovely", "brilliant", "excellent")
 NEGATIVE = ("awful", "terrible", "dreadful", "boring", "horrible", "clumsy")
 NOUNS = ("film", "movie", "story", "plot", "cast", "ending")
@@ -235,3 +262,10 @@ def server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
 def no_autoprepare(monkeypatch: pytest.MonkeyPatch) -> None:
     """The dashboard does not start preparing the default classifier on its own."""
     monkeypatch.setenv("HEADSCOPE_AUTOPREPARE", "0")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the private Ray instance carry the ``ray`` marker (``-m "not ray"`` skips them)."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)

@@ -7,7 +7,10 @@ https://arxiv.org/abs/2110.15225 (no public code).
 The searches themselves are model-independent and live in :mod:`pruning.methods.search_core`
 (whose docstring holds our reading of the paper's Figure 6). This module turns a model and its
 score split into a metric oracle (the evaluation engine of :mod:`pruning.fast_eval`), runs a
-search and reports it as trace events.
+search and reports it as trace events. With a Ray executor (``context.executor``) each
+iteration's candidate evaluations are spread over Ray actors (:mod:`pruning.ray_eval`) while the
+search stays here; the results, trace and ``info`` are the same as locally, except
+``info["executor"]``, which says where the evaluations ran.
 
 Trace kinds (every payload JSON-ready):
 
@@ -30,8 +33,10 @@ Mask convention: bool ``(n_layers, n_heads)``, **True = keep**. Metrics and budg
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -55,6 +60,8 @@ from pruning.methods.search_core import (
     local_search,
     random_budget_trials,
 )
+
+log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25
 PAPER = (
@@ -140,12 +147,19 @@ def build_evaluator(
     config: SearchConfig,
     on_evaluation: Callable[[int], None] | None = None,
 ) -> MaskEvaluator:
-    """The metric oracle over the run's score split, from the chosen engine.
+    """The metric oracle over the run's score split, from the chosen engine and executor.
+
+    With a Ray executor (``context.executor.is_ray``) the fast engine's evaluations are spread
+    over Ray actors (:class:`pruning.ray_eval.RayMaskEvaluator`); the naive engine, a reference
+    for tests and benchmarks, always runs locally. Close the evaluator with
+    :func:`closing_evaluator` when done (it kills the actors; a no-op for local engines).
 
     Args:
         on_evaluation: called after each evaluated mask with the running count.
     """
     if config.engine == "naive":
+        if context.executor.is_ray:
+            log.info("the naive engine runs locally; only the fast engine uses Ray actors")
         split = context.score_split
         return NaiveMaskEvaluator(
             context.model,
@@ -157,6 +171,17 @@ def build_evaluator(
             on_evaluation=on_evaluation,
         )
     amp = {"auto": None, "fp32": False, "bf16": True}[config.precision]
+    if context.executor.is_ray:
+        from pruning.ray_eval import RayMaskEvaluator
+
+        return RayMaskEvaluator(
+            context.model,
+            context.batches,
+            settings=context.executor,
+            metric=config.metric,
+            amp=amp,
+            on_evaluation=on_evaluation,
+        )
     return FastMaskEvaluator(
         context.model,
         context.batches,
@@ -164,6 +189,21 @@ def build_evaluator(
         amp=amp,
         on_evaluation=on_evaluation,
     )
+
+
+@contextlib.contextmanager
+def closing_evaluator(evaluator: MaskEvaluator) -> Iterator[MaskEvaluator]:
+    """Yield ``evaluator`` and close it afterwards, also on errors and cancellation.
+
+    Engines with resources (the Ray actors of :class:`pruning.ray_eval.RayMaskEvaluator`) have a
+    ``close()``; local engines have none and are left as they are.
+    """
+    try:
+        yield evaluator
+    finally:
+        close = getattr(evaluator, "close", None)
+        if callable(close):
+            close()
 
 
 class _Reporter:
@@ -294,18 +334,19 @@ class _BudgetSearch(PruningMethod):
         n_layers, n_heads = _grid(context, self.title, config)
         reporter = _Reporter(context, config, "iteration")
         evaluator = reporter.evaluator = build_evaluator(context, config, reporter.tick)
-        context.check()
-        result = type(self).search(
-            evaluator,
-            n_layers,
-            n_heads,
-            config.budget,
-            evaluate_many=evaluator.evaluate_many,
-            min_heads_per_layer=config.min_heads_per_layer,
-            on_start=reporter.start,
-            on_iteration=reporter.on_iteration,
-            should_stop=context.should_stop,
-        )
+        with closing_evaluator(evaluator):
+            context.check()
+            result = type(self).search(
+                evaluator,
+                n_layers,
+                n_heads,
+                config.budget,
+                evaluate_many=evaluator.evaluate_many,
+                min_heads_per_layer=config.min_heads_per_layer,
+                on_start=reporter.start,
+                on_iteration=reporter.on_iteration,
+                should_stop=context.should_stop,
+            )
         reporter.done(
             f"pruned {len(result.pruned)} heads; {result.final_metric:.2f} points",
             algorithm=self.algorithm,
@@ -325,6 +366,7 @@ class _BudgetSearch(PruningMethod):
             "stop_reason": result.stop_reason,
             "engine": config.engine,
             "metric": config.metric,
+            "executor": context.executor.describe(),
         }
         return PruneResult(
             mask=result.mask,
@@ -419,20 +461,21 @@ class RandomBudgetPruning(PruningMethod):
             baseline["value"] = float(payload["baseline"])
             reporter.start(payload)
 
-        context.check()
-        trials = random_budget_trials(
-            evaluator,
-            n_layers,
-            n_heads,
-            config.budget,
-            trials=config.trials,
-            seed=context.seed,
-            min_heads_per_layer=config.min_heads_per_layer,
-            evaluate_many=evaluator.evaluate_many,
-            on_start=start,
-            on_trial=reporter.on_trial,
-            should_stop=context.should_stop,
-        )
+        with closing_evaluator(evaluator):
+            context.check()
+            trials = random_budget_trials(
+                evaluator,
+                n_layers,
+                n_heads,
+                config.budget,
+                trials=config.trials,
+                seed=context.seed,
+                min_heads_per_layer=config.min_heads_per_layer,
+                evaluate_many=evaluator.evaluate_many,
+                on_start=start,
+                on_trial=reporter.on_trial,
+                should_stop=context.should_stop,
+            )
         best = min(trials, key=lambda t: (-t["heads_pruned"], t["budget_used"], t["trial"]))
         mask = torch.ones(n_layers, n_heads, dtype=torch.bool)
         for layer, head in best["pruned"]:
@@ -457,5 +500,6 @@ class RandomBudgetPruning(PruningMethod):
             "best_trial": best["trial"],
             "engine": config.engine,
             "metric": config.metric,
+            "executor": context.executor.describe(),
         }
         return PruneResult(mask=mask, scores=None, trace=tuple(context.trace), info=info)

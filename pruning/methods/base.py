@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from pruning.batching import Batch
 from pruning.data import LabelledDataset, TextSplit
+from pruning.executors import LOCAL, ExecutorSettings
 from pruning.jobs import JobCancelled
 
 Granularity = Literal["head", "weight"]
@@ -284,6 +285,9 @@ class PruningContext:
         seed: the run's seed; methods seed their own generators from it.
         on_event: receives every trace event as it happens.
         should_stop: polled between steps; when True, :meth:`check` raises ``JobCancelled``.
+        executor: where evaluations may run (:mod:`pruning.executors`); never part of the run
+            key, since a method gives the same result on every executor. A* and its baselines
+            spread candidate evaluations over Ray actors with ``kind="ray"``.
     """
 
     model: nn.Module
@@ -296,6 +300,7 @@ class PruningContext:
     on_event: Callable[[TraceEvent], None] | None = None
     should_stop: Callable[[], bool] | None = None
     trace: list[TraceEvent] = field(default_factory=list)
+    executor: ExecutorSettings = LOCAL
 
     def emit(self, kind: str, fraction: float, message: str = "", **data: Any) -> TraceEvent:
         """Record a trace event, pass it to ``on_event`` and check for cancellation."""
