@@ -33,7 +33,6 @@ writes the tables, which are also printed.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -43,9 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pruning.bench_quality import write_atomic
-from pruning.cli_bench_runs import bench_report
-from pruning.cli_common import add_data_args, add_model_args, emit_json
+from pruning.cli_bench_runs import bench_report, write_report
+from pruning.cli_common import add_data_args, add_model_args
 
 __all__ = ["HELP", "add_arguments", "markdown_report", "run", "scaling_note"]
 
@@ -480,16 +478,7 @@ def run(args: argparse.Namespace) -> int:
     with _progress_bars(not args.no_progress) as on_progress:
         content = run_ray_bench(args, on_progress)
     report = bench_report(args, started, **content)
-    markdown = markdown_report(report)
-    if args.out is not None:
-        write_atomic(args.out, json.dumps(report, indent=2, default=str) + "\n")
-    if args.markdown is not None:
-        write_atomic(args.markdown, markdown)
-    if args.json:
-        emit_json(report)
-    else:
-        print(markdown, end="")
-    return 0
+    return write_report(args, report, markdown_report(report))
 
 
 def _table(rows: dict[str, dict[str, float]], unit: str, digits: int = 2) -> list[str]:

@@ -14,7 +14,6 @@ latency table, the headline sentence and the A* and LIME ratios, which are also 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pruning.bench_quality import write_atomic
 from pruning.bench_speed import RANDOM_CONFIGS, ProgressFn, SpeedBenchOptions, run_speed_bench
-from pruning.cli_bench_runs import bench_report
-from pruning.cli_common import add_data_args, add_model_args, data_spec_from_args, emit_json
+from pruning.cli_bench_runs import bench_report, write_report
+from pruning.cli_common import add_data_args, add_model_args, data_spec_from_args
 
 __all__ = ["add_speed_bench", "bench_speed", "markdown_report", "options_from_args"]
 
@@ -151,16 +149,7 @@ def bench_speed(args: argparse.Namespace) -> int:
     with _progress_bars(not args.no_progress) as on_progress:
         content = run_speed_bench(options, on_progress=on_progress)
     report = bench_report(args, started, **content)
-    markdown = markdown_report(report)
-    if args.out is not None:
-        write_atomic(args.out, json.dumps(report, indent=2, default=str) + "\n")
-    if args.markdown is not None:
-        write_atomic(args.markdown, markdown)
-    if args.json:
-        emit_json(report)
-    else:
-        print(markdown, end="")
-    return 0
+    return write_report(args, report, markdown_report(report))
 
 
 def _x(value: float | None) -> str:

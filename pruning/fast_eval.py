@@ -81,6 +81,21 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def checked_bool_mask(model: nn.Module, mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """Shape and dtype checked, on CPU, with removed heads cleared: bool ``(L, H)``.
+
+    Raises:
+        ValueError: a wrong shape or a non-bool dtype (the message says how to fix it).
+    """
+    checked = check_mask(model, mask, name=name)
+    if checked.dtype != torch.bool:
+        raise ValueError(
+            f"{name} has dtype {checked.dtype}; pass a bool head mask (True = keep), e.g. "
+            "mask.bool() for a 0/1 tensor."
+        )
+    return checked.to("cpu") & present_mask(model)
+
+
 class _MaskScorer:
     """What both evaluators share: validation, metric in points, counting and callbacks.
 
@@ -96,14 +111,7 @@ class _MaskScorer:
     _labels: torch.Tensor
 
     def _check_mask(self, mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
-        """Shape and dtype checked, on CPU, with removed heads cleared: bool ``(L, H)``."""
-        checked = check_mask(self.model, mask, name=name)
-        if checked.dtype != torch.bool:
-            raise ValueError(
-                f"{name} has dtype {checked.dtype}; pass a bool head mask (True = keep), e.g. "
-                "mask.bool() for a 0/1 tensor."
-            )
-        return checked.to("cpu") & present_mask(self.model)
+        return checked_bool_mask(self.model, mask, name)
 
     def _logits_many(self, masks: list[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(position in masks, logits (N, k) float32 CPU in original order)``."""

@@ -59,8 +59,8 @@ from torch import nn
 from pruning.batching import Batch
 from pruning.evaluate import model_device
 from pruning.executors import ExecutorSettings, cluster_slots, connect
-from pruning.fast_eval import SCORE_METRICS, FastMaskEvaluator
-from pruning.heads import check_mask, present_mask
+from pruning.fast_eval import SCORE_METRICS, FastMaskEvaluator, checked_bool_mask
+from pruning.heads import present_mask
 from pruning.models import load_pruned, save_pruned
 
 log = logging.getLogger(__name__)
@@ -372,13 +372,7 @@ class RayMaskEvaluator:
 
     def _check(self, mask: torch.Tensor, name: str) -> torch.Tensor:
         """Shape and dtype checked, on CPU, removed heads cleared: bool ``(L, H)``."""
-        checked = check_mask(self.model, mask, name=name)
-        if checked.dtype != torch.bool:
-            raise ValueError(
-                f"{name} has dtype {checked.dtype}; pass a bool head mask (True = keep), e.g. "
-                "mask.bool() for a 0/1 tensor."
-            )
-        return checked.to("cpu") & present_mask(self.model)
+        return checked_bool_mask(self.model, mask, name)
 
     def _plan(self, count: int, n_actors: int) -> list[tuple[int, list[int]]]:
         """``(actor, positions)`` calls: round-robin shares, each cut into calls in order."""
