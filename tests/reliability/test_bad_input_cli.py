@@ -179,7 +179,7 @@ BAD_INPUT: dict[str, tuple[Callable[[dict[str, Any]], list[str]], str]] = {
     "sparsity_unset": (_prune("--method", "random", "--set", "sparsity="), "must be set"),
     "sparsity_text_flag": (
         _prune("--method", "random", "--sparsity", "abc"),
-        "argument --sparsity: invalid float value: 'abc'",
+        "--sparsity 'abc': give numbers separated by commas.",
     ),
     "sparsity_text_set": (
         _prune("--method", "random", "--set", "sparsity=abc"),
