@@ -376,7 +376,8 @@ def executor_settings_ui() -> ExecutorSettings:
     executor, so no run fails later for it.
     """
     default = current_executor()
-    with st.expander(f"Executor: {default.describe()}", expanded=False):
+    # A fixed label: an expander whose label changes is a new element and closes on every rerun.
+    with st.expander("Executor", expanded=False, key="executor-box"):
         use_ray = st.toggle(
             "Run sweeps and A* evaluations on Ray",
             value=default.is_ray,
@@ -407,6 +408,7 @@ def executor_settings_ui() -> ExecutorSettings:
                     settings = ExecutorSettings("ray", address, int(workers) or None)
                 except ValueError as error:
                     st.error(f"{error} Runs stay local until this is fixed.")
+    st.caption(f"Sweeps and A* evaluations run: {settings.describe()}.")
     st.session_state[EXECUTOR_KEY] = settings
     return settings
 
