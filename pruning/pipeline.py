@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from cache.checkpoints import RunCheckpoints
 from cache.fingerprints import software_versions, spec_to_dict
 from cache.model_store import ModelStore, PreparedModel, check_label_compatibility
 from cache.run_store import RunRecord, RunStore
@@ -36,7 +37,13 @@ from pruning.data import DataSpec, LabelledDataset, load_dataset
 from pruning.evaluate import Metrics, evaluate_split
 from pruning.executors import LOCAL, ExecutorSettings
 from pruning.heads import head_sparsity, remove_heads
-from pruning.methods.base import MethodConfig, PruningContext, TraceEvent, get_method
+from pruning.methods.base import (
+    Checkpoint,
+    MethodConfig,
+    PruningContext,
+    TraceEvent,
+    get_method,
+)
 from pruning.models import ModelSpec, pick_device
 from pruning.protocol import fine_tune_pruned, load_encoder
 from pruning.train import TrainConfig, fine_tune
@@ -209,17 +216,20 @@ def plan_run(request: RunRequest, *, model_store: ModelStore | None = None) -> R
     Raises:
         ValueError: bad settings, no prepared classifier, mismatched classes, unusable data.
     """
-    get_method(request.method)
+    method = get_method(request.method)
     config = request.method_config()
     dataset = load_dataset(request.data)
     prepared = resolve_prepared(request, dataset, model_store or ModelStore())
+    extra = request.run_settings()
+    if method.revision > 1:
+        extra["method_revision"] = method.revision
     key = RunStore.key_for(
         model_fingerprint=f"prepared:{prepared.key}",
         data_fingerprint=dataset.fingerprint,
         method=request.method,
         config=config.to_dict(),
         seed=request.seed,
-        extra=request.run_settings(),
+        extra=extra,
     )
     return RunPlan(request=request, config=config, dataset=dataset, prepared=prepared, key=key)
 
@@ -306,10 +316,21 @@ def run_pruning(
         executor=executor,
     )
     saved = store.save(computed.record, model=computed.model, tokenizer=computed.tokenizer)
+    RunCheckpoints().delete(plan.key)
     if on_event is not None:
         on_event(stage_event(STORED_MESSAGE, 1.0, key=plan.key))
     log.info("run %s (%s) stored in %.1f s", plan.key, request.method, time.monotonic() - started)
     return saved
+
+
+def _checkpoint(key: str) -> Checkpoint:
+    """The checkpoint of run ``key`` (see :mod:`cache.checkpoints`): resumable methods use it."""
+    checkpoints = RunCheckpoints()
+
+    def save(state: dict[str, Any]) -> None:
+        checkpoints.save(key, state)
+
+    return Checkpoint(load=lambda: checkpoints.load(key), save=save)
 
 
 def _compute(
@@ -364,6 +385,7 @@ def _compute(
         on_event=forward_method_event,
         should_stop=should_stop,
         executor=executor,
+        checkpoint=_checkpoint(key),
     )
     method = method_class(config)
     method_started = time.monotonic()

@@ -57,6 +57,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cache.checkpoints import RunCheckpoints
 from cache.model_store import ModelStore
 from cache.paths import HOME_ENV, headscope_home
 from cache.run_format import RunRecord
@@ -476,6 +477,7 @@ class _RaySweep:
             record = self.store.save(
                 computed.record, model=computed.model, tokenizer=computed.tokenizer
             )
+            RunCheckpoints().delete(key)
             event = stage_event(STORED_MESSAGE, 1.0, key=key)
         for i in self.indices[key]:
             self._emit(i, event)

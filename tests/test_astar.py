@@ -29,6 +29,7 @@ from pruning.methods.search_core import (
     local_search,
     random_budget_trials,
     split_by_budget,
+    zero_budget_point,
 )
 from test_methods import hook_count, run_method, tiny_context
 
@@ -70,11 +71,13 @@ ADDITIVE = [[0.5, 2.0, 0.125], [1.0, 0.25, 4.0]]
 
 
 def test_astar_on_additive_costs_matches_the_hand_worked_answer() -> None:
-    # Budget 2. Iteration 1 (A=100): costs L0H2 .125 < L1H1 .25 < L0H0 .5 < L1H0 1 < L0H1 2 <
-    # L1H2 4; prune L0H2, 1.875 left; prefix .25+.5+1 = 1.75 <= 1.875, adding 2 gives 3.75, so
-    # L0H1 and L1H2 are eliminated. Iteration 2 (S = L0H0, L1H0, L1H1): prune L1H1 (.25), 1.625
-    # left; .5 + 1 = 1.5 fits. Iteration 3: prune L0H0 (.5), 1.125 left; 1 fits. Iteration 4:
-    # prune L1H0 (1), .125 left, S empty. Evaluations 1 + 6 + 3 + 2 + 1 = 13.
+    # Budget 2, A = 100, costs always from A. Iteration 1: costs L0H2 .125 < L1H1 .25 < L0H0 .5 <
+    # L1H0 1 < L0H1 2 < L1H2 4; prune L0H2 (C_x .125), 2 - .125 = 1.875 left; contributions
+    # I_y = C_y - .125: .125 + .375 + .875 = 1.375 <= 1.875, + 1.875 = 3.25 is over, so L0H1 and
+    # L1H2 are eliminated. Iteration 2 (S = L0H0, L1H0, L1H1), costs from A with L0H2 gone:
+    # L1H1 .375, L0H0 .625, L1H0 1.125; prune L1H1, 1.625 left; .25 + .75 = 1 fits. Iteration 3:
+    # prune L0H0 (.875), 1.125 left; .5 fits. Iteration 4: prune L1H0 (1.875 <= 2), .125 left,
+    # S empty. Evaluations 1 + 6 + 3 + 2 + 1 = 13.
     oracle = Oracle(ADDITIVE)
     result = astar_search(oracle, 2, 3, 2.0)
     assert result.pruned == [(0, 2), (1, 1), (0, 0), (1, 0)]
@@ -86,7 +89,9 @@ def test_astar_on_additive_costs_matches_the_hand_worked_answer() -> None:
     its = result.iterations
     assert [p["evaluations_this_iteration"] for p in its] == [6, 3, 2, 1]
     assert [p["evaluations"] for p in its] == [7, 10, 12, 13]
-    assert [p["cost"] for p in its] == [0.125, 0.25, 0.5, 1.0]
+    # Cost = the drop from the unpruned model A (Section 3.2.2 item 4), not from the last model.
+    assert [p["cost"] for p in its] == [0.125, 0.375, 0.875, 1.875]
+    assert [p["budget_used"] for p in its] == [0.125, 0.375, 0.875, 1.875]
     assert [p["budget_remaining"] for p in its] == [1.875, 1.625, 1.125, 0.125]
     assert [p["metric"] for p in its] == [99.875, 99.625, 99.125, 98.125]
     assert [p["pruned"] for p in its] == [[[0, 2]], [[1, 1]], [[0, 0]], [[1, 0]]]
@@ -115,7 +120,9 @@ def test_astar_on_additive_costs_matches_the_hand_worked_answer() -> None:
         "cost": 2.0,
         "metric": 98.0,
         "status": "eliminated",
+        "increment": 1.875,
     }
+    assert [c["cost"] for c in its[1]["candidates"]] == [0.375, 0.625, 1.125]
     assert its[1]["mask"] == [[True, True, False], [True, False, True]]
     assert all(p["algorithm"] == "astar" and p["baseline"] == 100.0 for p in its)
     assert [p["iteration"] for p in its] == [1, 2, 3, 4]
@@ -124,8 +131,8 @@ def test_astar_on_additive_costs_matches_the_hand_worked_answer() -> None:
 
 def test_local_search_reevaluates_everything_and_costs_more_evaluations() -> None:
     # Same oracle, budget 2: local prunes the same heads (L0H2, L1H1, L0H0, L1H0) but evaluates
-    # 6, 5, 4, 3 heads, then 2 (L0H1 at 2 and L1H2 at 4, both over the .125 left): it stops
-    # there with that iteration recorded. 1 + 6 + 5 + 4 + 3 + 2 = 21 evaluations against 13.
+    # 6, 5, 4, 3 heads, then 2 (L0H1 would leave a drop of 3.875 and L1H2 of 5.875, both over
+    # 2): it stops there with that iteration recorded. 1 + 6 + 5 + 4 + 3 + 2 = 21 evaluations.
     oracle = Oracle(ADDITIVE)
     local = local_search(oracle, 2, 3, 2.0)
     astar = astar_search(Oracle(ADDITIVE), 2, 3, 2.0)
@@ -133,50 +140,107 @@ def test_local_search_reevaluates_everything_and_costs_more_evaluations() -> Non
     assert local.evaluations == 21 == oracle.calls and astar.evaluations == 13
     assert [p["evaluations_this_iteration"] for p in local.iterations] == [6, 5, 4, 3, 2]
     last = local.iterations[-1]
-    assert last["pruned"] == [] and last["cost"] == 2.0 and last["metric"] == 98.125
+    assert last["pruned"] == [] and last["cost"] == 3.875 and last["metric"] == 98.125
     assert statuses(last) == {"L0 H1": "eliminated", "L1 H2": "eliminated"}
     assert statuses(local.iterations[0])["L1 H2"] == "searched"
     assert local.stop_reason == "over_budget" and local.budget_used == 1.875
     for result in (local, astar):
-        assert 100.0 - result.final_metric <= result.budget_used <= 2.0
+        assert 100.0 - result.final_metric == result.budget_used <= 2.0
 
 
 def test_costs_that_rise_with_removed_heads() -> None:
     # Every removed pair costs .25 more. Budget 1.5. Iteration 1: costs L0H0 .25, L1H0 .5,
-    # L0H1 1, L1H1 2; prune L0H0, 1.25 left; .5 fits, .5 + 1 = 1.5 does not: L0H1 and L1H1 go.
-    # Iteration 2: L1H0 now costs .5 + .25 (its pair with L0H0) = .75 <= 1.25: pruned; S empty.
+    # L0H1 1, L1H1 2; prune L0H0, 1.25 left; contributions .25 fits, .25 + .75 = 1 fits,
+    # 1 + 1.75 does not: L1H1 goes. Iteration 2: from A, L1H0 costs .25 + .5 + .25 = 1 and L0H1
+    # 1.5; prune L1H0 (1 <= 1.5), .5 left; L0H1's contribution .5 fits. Iteration 3: L0H1 costs
+    # 1 + 1 + 2 x .25 = 2.5 > 1.5: stop.
     pairs = torch.full((4, 4), 0.25, dtype=torch.float64)
     result = astar_search(Oracle([[0.25, 1.0], [0.5, 2.0]], pairs), 2, 2, 1.5)
     assert result.pruned == [(0, 0), (1, 0)]
-    assert [p["cost"] for p in result.iterations] == [0.25, 0.75]
+    assert [p["cost"] for p in result.iterations] == [0.25, 1.0, 2.5]
     assert statuses(result.iterations[0]) == {
         "L0 H0": "pruned",
         "L1 H0": "searched",
-        "L0 H1": "eliminated",
+        "L0 H1": "searched",
         "L1 H1": "eliminated",
     }
     assert result.budget_used == 1.0 and result.final_metric == 99.0
-    assert result.evaluations == 6
+    assert result.evaluations == 1 + 4 + 2 + 1 and result.stop_reason == "over_budget"
 
 
-def test_negative_costs_are_clamped_and_overcount_the_drop() -> None:
-    # Removing L0H0 improves the metric by 1. Budget .5. Iteration 1: costs 0 (clamped from -1),
-    # .5, 3; prune L0H0 (metric 101), .5 left; .5 fits exactly (<=), 3 is eliminated.
-    # Iteration 2: L0H1 costs 101 - 100.5 = .5 <= .5: pruned, 0 left. The model ends above the
-    # baseline (100.5) while the budget used is .5: the guarantee holds with room to spare.
+def test_figure_7_example_with_its_numbers() -> None:
+    # Figure 7: budget 20; the least cost 5 is pruned and 20 - 5 = 15 is left. The heads that
+    # stay contribute I_y = E_y - C_x = 2, 3, 4, 5 (costs 7, 8, 9, 10), sum 14 <= 15; the next
+    # contributes 6 (cost 11), 14 + 6 > 15, so it and the rest (7 and 9: costs 12 and 14) are
+    # eliminated. Without the - C_x term (line 20) only 7 and 8 would fit (7 + 8 = 15).
+    costs = {1: 7.0, 2: 8.0, 3: 9.0, 4: 10.0, 5: 11.0, 6: 12.0, 7: 14.0}
+    assert split_by_budget(costs, 5.0, 20.0 - 5.0) == ([1, 2, 3, 4], [5, 6, 7])
+    assert split_by_budget(costs, 5.0, 13.9) == ([1, 2, 3], [4, 5, 6, 7])
+    assert split_by_budget({}, 5.0, 1.0) == ([], [])
+    # Negative costs estimate as 0 (line 19: non-negative estimates).
+    assert split_by_budget({1: -3.0, 2: 0.5}, 0.0, 0.4) == ([1], [2])
+    result = astar_search(Oracle([[5.0, 7.0, 8.0, 9.0], [10.0, 11.0, 12.0, 14.0]]), 2, 4, 20.0)
+    first = result.iterations[0]
+    assert first["budget_remaining"] == 15.0 and first["cost"] == 5.0
+    assert statuses(first) == {
+        "L0 H0": "pruned",
+        "L0 H1": "searched",
+        "L0 H2": "searched",
+        "L0 H3": "searched",
+        "L1 H0": "searched",
+        "L1 H1": "eliminated",
+        "L1 H2": "eliminated",
+        "L1 H3": "eliminated",
+    }
+    assert [c.get("increment") for c in first["candidates"]] == [None, 2, 3, 4, 5, 6, 7, 9]
+    # Iteration 2 (costs from A: 12, 13, 14, 15): prune L0H1, 8 left, 1 + 2 + 3 fit. Iteration
+    # 3 (20, 21, 22): prune L0H2 (20 <= 20), 0 left; L0H3 and L1H0 (1, 2) are eliminated.
+    assert result.pruned == [(0, 0), (0, 1), (0, 2)] and result.budget_used == 20.0
+    assert [p["cost"] for p in result.iterations] == [5.0, 12.0, 20.0]
+    assert result.evaluations == 1 + 8 + 4 + 3 and result.stop_reason == "search_space_empty"
+
+
+def test_heads_pruned_above_the_baseline_use_no_budget() -> None:
+    # The Figure 8c shape: removing L0H0 lifts the metric to 101, removing L0H1 and L0H2 then
+    # lowers it by .6 each. Costs from A: iteration 2 sees L0H1 at -.4 (clamped to 0, no budget
+    # used, metric 100.4), iteration 3 L0H2 at .2. Local greedy with budget .5 prunes all three
+    # and uses .2; chaining costs from the last model would stop at .6 > .5 after one head.
+    oracle = Oracle([[-1.0, 0.6, 0.6]])
+    local = local_search(oracle, 1, 3, 0.5)
+    assert local.pruned == [(0, 0), (0, 1), (0, 2)]
+    assert [p["budget_used"] for p in local.iterations] == [0.0, 0.0, pytest.approx(0.2)]
+    assert local.budget_used == pytest.approx(0.2) and local.final_metric == pytest.approx(99.8)
+    # A* with budget 1.2 (contributions .6 + .6 fit in iteration 1): the same three heads, and
+    # the budget used is the final drop .2, not the 1.2 that summed increments would charge.
+    astar = astar_search(Oracle([[-1.0, 0.6, 0.6]]), 1, 3, 1.2)
+    assert astar.pruned == [(0, 0), (0, 1), (0, 2)]
+    assert [p["budget_used"] for p in astar.iterations] == [0.0, 0.0, pytest.approx(0.2)]
+    assert [p["budget_remaining"] for p in astar.iterations][:2] == [1.2, 1.2]
+    assert zero_budget_point(astar.iterations) == (2, pytest.approx(100.4))
+    # The head with the largest gain goes first (argmin of raw costs, line 7), not the lowest
+    # index among the heads that cost nothing.
+    gains = astar_search(Oracle([[-0.5, -2.0, 1.0]]), 1, 3, 0.0)
+    assert gains.pruned[0] == (0, 1)
+
+
+def test_negative_costs_are_clamped_and_the_budget_counts_from_the_baseline() -> None:
+    # Removing L0H0 improves the metric by 1. Budget .5. Iteration 1: costs -1, .5, 3; prune
+    # L0H0 (C_x clamped to 0, metric 101), .5 left; .5 fits exactly (<=), 3 is eliminated.
+    # Iteration 2: L0H1 costs 100 - 100.5 = -.5 from A: pruned with no budget used.
     result = astar_search(Oracle([[-1.0, 0.5, 3.0]]), 1, 3, 0.5)
     first = result.iterations[0]
     assert first["candidates"][0] == {
         "heads": [[0, 0]],
         "label": "L0 H0",
-        "cost": 0.0,
+        "cost": -1.0,
         "metric": 101.0,
         "status": "pruned",
     }
+    assert first["cost"] == 0.0 and first["budget_used"] == 0.0
     assert statuses(first) == {"L0 H0": "pruned", "L0 H1": "searched", "L0 H2": "eliminated"}
     assert result.pruned == [(0, 0), (0, 1)]
-    assert result.final_metric == 100.5 and result.budget_used == 0.5
-    assert result.iterations[-1]["budget_remaining"] == 0.0
+    assert result.final_metric == 100.5 and result.budget_used == 0.0
+    assert result.iterations[-1]["budget_remaining"] == 0.5
     assert result.evaluations == 5
 
 
@@ -219,36 +283,6 @@ def test_budget_larger_than_everything_prunes_all_heads_unless_a_minimum_binds()
     assert kept.evaluations == 1 + 6 + 5 + 4 + 2
     untouchable = astar_search(Oracle(ADDITIVE), 2, 3, 100.0, min_heads_per_layer=3)
     assert untouchable.mask.all() and untouchable.iterations == [] and untouchable.evaluations == 1
-
-
-def test_figure_7_elimination() -> None:
-    # The paper's Figure 7: with 15 of a budget of 20 left after pruning the head of cost 5,
-    # heads estimated at 2, 3, 4, 5 stay (cumulative 14 <= 15); 6, 7 and 9 are eliminated.
-    estimates = {10: 6.0, 11: 2.0, 12: 9.0, 13: 4.0, 14: 3.0, 15: 7.0, 16: 5.0}
-    assert split_by_budget(estimates, 20.0 - 5.0) == ([11, 14, 13, 16], [10, 15, 12])
-    assert split_by_budget(estimates, 13.9) == ([11, 14, 13], [16, 10, 15, 12])
-    assert split_by_budget({}, 1.0) == ([], [])
-
-
-def test_figure_7_shape_in_a_full_search() -> None:
-    # Under E(k+1) = C(k) no remaining head can be cheaper than the pruned one, so in a full
-    # search Figure 7 reads: budget 20, least cost 5 pruned (L0H0, the lowest index among the
-    # fives); with 15 left the other fives (cumulative 15 <= 15) stay; 6, 7, 8, 9 are eliminated.
-    result = astar_search(Oracle([[5.0, 6.0, 5.0, 7.0], [9.0, 5.0, 5.0, 8.0]]), 2, 4, 20.0)
-    first = result.iterations[0]
-    assert first["budget_remaining"] == 15.0
-    assert statuses(first) == {
-        "L0 H0": "pruned",
-        "L0 H2": "searched",
-        "L1 H1": "searched",
-        "L1 H2": "searched",
-        "L0 H1": "eliminated",
-        "L0 H3": "eliminated",
-        "L1 H3": "eliminated",
-        "L1 H0": "eliminated",
-    }
-    assert [c["cost"] for c in first["candidates"]] == [5, 5, 5, 5, 6, 7, 8, 9]
-    assert result.pruned == [(0, 0), (0, 2), (1, 1), (1, 2)] and result.budget_used == 20.0
 
 
 def test_global_search_removes_whole_columns() -> None:
@@ -356,18 +390,21 @@ def test_metric_drop_never_exceeds_the_budget_used(seed: int) -> None:
         oracle = random_oracle(seed, 3, 4)
         result = search(oracle, 3, 4, budget, min_heads_per_layer=minimum)
         assert result.evaluations == oracle.calls, name
-        assert result.baseline - result.final_metric <= result.budget_used + 1e-9, name
+        assert result.budget_used == max(0.0, result.baseline - result.final_metric), name
         assert result.budget_used <= budget + 1e-9, name
         assert result.final_metric == pytest.approx(oracle(result.mask)), name
         assert removed(result.mask) == set(result.pruned), name
         assert bool((result.mask.sum(dim=1) >= minimum).all()), name
-        remaining = budget
         for payload in result.iterations:
-            if payload["pruned"]:
-                assert payload["cost"] <= remaining + 1e-9
-                remaining -= payload["cost"]
             costs = [c["cost"] for c in payload["candidates"]]
-            assert costs == sorted(costs) and min(costs) >= 0.0
+            assert costs == sorted(costs), name
+            assert payload["budget_used"] == max(0.0, result.baseline - payload["metric"])
+            assert payload["budget_remaining"] == pytest.approx(budget - payload["budget_used"])
+            if payload["pruned"]:
+                assert payload["cost"] == max(0.0, costs[0]) <= budget + 1e-9
+                # Figure 8c: while the metric is at or above A no budget is used.
+                if payload["metric"] >= result.baseline:
+                    assert payload["budget_used"] == 0.0
         batched_oracle = random_oracle(seed, 3, 4)
         batched = search(
             batched_oracle,
@@ -450,7 +487,7 @@ def test_registry_lists_the_four_search_methods() -> None:
         assert "2110.15225" in (method.__doc__ or "")
         json.dumps(method.config_class().to_dict())
     assert get_method("astar").title == "A* search"
-    assert get_method("random_budget").config_class().trials == 20
+    assert get_method("random_budget").config_class().trials == 100  # Figures 9-10
     assert get_method("astar").config_class(budget=2).budget == 2.0
 
 
@@ -690,3 +727,150 @@ def test_other_metrics_with_the_real_engine(metric: str) -> None:
     assert (
         result.info["baseline"] - result.info["final_metric"] <= result.info["budget_used"] + 1e-9
     )
+
+
+class RiseThenFall(Oracle):
+    """The Figure 8c shape: the metric rises with the first heads removed, then falls."""
+
+    def __call__(self, mask: torch.Tensor) -> float:
+        count = float((~mask).sum())
+        return super().__call__(mask) + 1.5 * count - 0.12 * count * count
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_rise_then_fall_oracles_keep_the_guarantee(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    costs = (torch.rand(3, 4, generator=generator, dtype=torch.float64) * 0.8 - 0.2).tolist()
+    budget = float(torch.rand(1, generator=generator)) * 3.0
+    for name, search in SEARCHES.items():
+        result = search(RiseThenFall(costs), 3, 4, budget)
+        assert result.budget_used == max(0.0, 100.0 - result.final_metric) <= budget + 1e-9
+        metrics = [p["metric"] for p in result.iterations if p["pruned"]]
+        assert max(metrics) > 100.0, name  # the metric did rise above A
+        for payload in result.iterations:
+            if payload["pruned"] and payload["metric"] >= 100.0:
+                assert payload["budget_used"] == 0.0 and payload["cost"] == 0.0, name
+        point = zero_budget_point(result.iterations)
+        assert point is not None and point[1] >= 100.0
+        above = [p for p in result.iterations if p["pruned"] and p["metric"] >= 100.0]
+        assert point[0] == len(above) or point[0] <= len(result.pruned)
+
+
+@pytest.mark.parametrize("name", list(SEARCHES))
+def test_an_interrupted_search_resumes_to_the_same_result(name: str) -> None:
+    search = SEARCHES[name]
+    budget = 2.5
+    full = search(random_oracle(3, 3, 4), 3, 4, budget, min_heads_per_layer=1)
+    assert len(full.iterations) >= 2
+
+    class Killed(Exception):
+        pass
+
+    for stop_after in range(1, len(full.iterations)):
+        saved: list[dict[str, Any]] = []
+
+        def checkpoint(payload: dict[str, Any], saved: list[Any] = saved, k: int = stop_after):
+            saved.append(json.loads(json.dumps(payload)))  # what a checkpoint file holds
+            if len(saved) == k:
+                raise Killed
+
+        with pytest.raises(Killed):
+            search(
+                random_oracle(3, 3, 4), 3, 4, budget, min_heads_per_layer=1, on_iteration=checkpoint
+            )
+        fresh = random_oracle(3, 3, 4)
+        new: list[dict[str, Any]] = []
+        resumed = search(
+            fresh, 3, 4, budget, min_heads_per_layer=1, resume=saved, on_iteration=new.append
+        )
+        assert resumed.mask.tolist() == full.mask.tolist()
+        assert resumed.pruned == full.pruned and resumed.evaluations == full.evaluations
+        assert resumed.iterations == full.iterations and resumed.stop_reason == full.stop_reason
+        assert new == full.iterations[stop_after:]
+        # No evaluation is repeated: the baseline and the finished iterations are not redone.
+        assert fresh.calls == full.evaluations - saved[-1]["evaluations"]
+    with pytest.raises(ValueError, match="another search"):
+        search(random_oracle(3, 3, 4), 3, 4, budget + 1.0, resume=full.iterations[:1])
+    done = search(
+        random_oracle(3, 3, 4), 3, 4, budget, min_heads_per_layer=1, resume=full.iterations
+    )
+    assert done.iterations == full.iterations and done.mask.tolist() == full.mask.tolist()
+
+
+class MemoryCheckpoint:
+    """An in-memory checkpoint that round-trips through JSON, as the file store does."""
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.saves = 0
+
+    def load(self) -> dict[str, Any] | None:
+        return None if self.text is None else json.loads(self.text)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.text = json.dumps(state)
+        self.saves += 1
+
+
+def _without_progress(result: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (event.kind, event.message, json.loads(json.dumps(event.data)))
+        for event in result.trace
+        if event.kind != "progress"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "unit"),
+    [
+        ("astar", {"budget": 30.0}, "search_iteration"),
+        ("local_greedy", {"budget": 30.0}, "search_iteration"),
+        ("random_budget", {"budget": 30.0, "trials": 5}, "random_trial"),
+    ],
+)
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(
+    name: str, config: dict[str, Any], unit: str
+) -> None:
+    from pruning.methods.base import Checkpoint
+
+    plain = run_method(name, planted_context(seed=3), **config)
+    units = sum(1 for event in plain.trace if event.kind == unit)
+    assert units >= 3
+    memory = MemoryCheckpoint()
+    seen = {"units": 0}
+
+    def on_event(event: Any) -> None:
+        if event.kind == unit:
+            seen["units"] += 1
+
+    context = planted_context(
+        seed=3,
+        on_event=on_event,
+        should_stop=lambda: seen["units"] >= 2,  # killed after its second iteration or trial
+        checkpoint=Checkpoint(load=memory.load, save=memory.save),
+    )
+    with pytest.raises(JobCancelled):
+        run_method(name, context, **config)
+    assert memory.text is not None
+    resumed_context = planted_context(
+        seed=3, checkpoint=Checkpoint(load=memory.load, save=memory.save)
+    )
+    resumed = run_method(name, resumed_context, **config)
+    assert torch.equal(resumed.mask, plain.mask)
+    assert resumed.info == plain.info
+    if plain.scores is not None:
+        assert torch.equal(resumed.scores, plain.scores)
+    assert _without_progress(resumed) == _without_progress(plain)
+    # A checkpoint of another algorithm or budget is not used: the run starts afresh.
+    other = (
+        run_method(
+            name,
+            planted_context(seed=3, checkpoint=Checkpoint(load=memory.load, save=lambda s: None)),
+            **{**config, "budget": 12.0},
+        )
+        if name != "random_budget"
+        else None
+    )
+    if other is not None:
+        fresh = run_method(name, planted_context(seed=3), **{**config, "budget": 12.0})
+        assert torch.equal(other.mask, fresh.mask) and other.info == fresh.info

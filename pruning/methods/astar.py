@@ -137,8 +137,13 @@ class RandomBudgetConfig(SearchConfig):
     """Settings of random pruning under a budget."""
 
     trials: int = field(
-        default=20,
-        metadata=ui("Trials", "Number of seeded random pruning orders to try.", min=1, max=1000),
+        default=100,
+        metadata=ui(
+            "Trials",
+            "Number of seeded random pruning orders to try (the paper runs 100, Figures 9-10).",
+            min=1,
+            max=1000,
+        ),
     )
 
 
@@ -227,8 +232,11 @@ class _Reporter:
         # inside an iteration (the first one evaluates every head, a minute on a laptop CPU).
         self.candidates = 0
         self.evaluations_before = 0
+        # Evaluations done before a resume (the evaluator counts from 0 again).
+        self.offset = 0
 
     def tick(self, evaluations: int) -> None:
+        evaluations += self.offset
         if self.last_emit is None or time.monotonic() - self.last_emit < PROGRESS_INTERVAL_S:
             return
         where = f"{self.step_name} {self.step}"
@@ -301,10 +309,11 @@ class _Reporter:
 def search_scores(result: SearchResult) -> torch.Tensor:
     """Per-head scores of a greedy search: higher = more important.
 
-    A head scores the negated cost at which it (its column, for global search) was last
-    evaluated; pruned heads score below every kept head, the first pruned lowest, so removing the
-    lowest-scoring ``len(result.pruned)`` heads gives the search's mask. Heads never evaluated
-    (their layer was at the minimum from the start) score 0.
+    A kept head scores the cost ``A - P`` at which it (its column, for global search) was last
+    evaluated: the more the metric falls without it, the more it matters. Pruned heads score
+    below every kept head, the first pruned lowest, so removing the lowest-scoring
+    ``len(result.pruned)`` heads gives the search's mask. Heads never evaluated (their layer was
+    at the minimum from the start) score 0.
 
     Returns:
         float32 ``(n_layers, n_heads)``.
@@ -313,7 +322,7 @@ def search_scores(result: SearchResult) -> torch.Tensor:
     for payload in result.iterations:
         for candidate in payload["candidates"]:
             for layer, head in candidate["heads"]:
-                scores[layer, head] = -candidate["cost"]
+                scores[layer, head] = candidate["cost"]
     floor = float(scores[result.mask].min()) if bool(result.mask.any()) else 0.0
     count = len(result.pruned)
     for rank, (layer, head) in enumerate(result.pruned):
@@ -334,8 +343,31 @@ class _BudgetSearch(PruningMethod):
         n_layers, n_heads = _grid(context, self.title, config)
         reporter = _Reporter(context, config, "iteration")
         evaluator = reporter.evaluator = build_evaluator(context, config, reporter.tick)
+        expected = {"budget": config.budget, "n_layers": n_layers, "n_heads": n_heads}
+        saved = _saved_state(context, self.algorithm, "iterations", expected)
+        state: dict[str, Any] = saved or {"algorithm": self.algorithm, "iterations": []}
+
+        def start(payload: dict[str, Any]) -> None:
+            state["start"] = payload
+            _save(context, state)
+            reporter.start(payload)
+
+        def iteration(payload: dict[str, Any]) -> None:
+            state["iterations"].append(payload)
+            _save(context, state)  # before the event: a stop request there keeps it
+            reporter.on_iteration(payload)
+
         with closing_evaluator(evaluator):
             context.check()
+            resume = None
+            if saved is not None:
+                # Replay the finished iterations as the same trace events, then go on.
+                reporter.start(saved["start"])
+                for payload in saved["iterations"]:
+                    reporter.on_iteration(payload)
+                reporter.offset = int(saved["iterations"][-1]["evaluations"])
+                resume = saved["iterations"]
+                log.info("resuming %s after iteration %d", self.algorithm, len(resume))
             result = type(self).search(
                 evaluator,
                 n_layers,
@@ -343,9 +375,10 @@ class _BudgetSearch(PruningMethod):
                 config.budget,
                 evaluate_many=evaluator.evaluate_many,
                 min_heads_per_layer=config.min_heads_per_layer,
-                on_start=reporter.start,
-                on_iteration=reporter.on_iteration,
+                on_start=start,
+                on_iteration=iteration,
                 should_stop=context.should_stop,
+                resume=resume,
             )
         reporter.done(
             f"pruned {len(result.pruned)} heads; {result.final_metric:.2f} points",
@@ -376,6 +409,37 @@ class _BudgetSearch(PruningMethod):
         )
 
 
+def _saved_state(
+    context: PruningContext, algorithm: str, items: str, expected: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The checkpointed progress of this run, when there is a usable one (else None).
+
+    A checkpoint is used only when it holds the search's start, with the same algorithm and
+    ``expected`` start values (budget, head grid), and at least one finished ``items`` entry
+    (iterations or trials); anything else starts afresh.
+    """
+    if context.checkpoint is None:
+        return None
+    saved = context.checkpoint.load()
+    if (
+        not saved
+        or saved.get("algorithm") != algorithm
+        or not isinstance(saved.get("start"), dict)
+        or any(saved["start"].get(k) != v for k, v in expected.items())
+        or not isinstance(saved.get(items), list)
+        or not saved[items]
+    ):
+        if saved:
+            log.warning("ignoring a checkpoint of other settings; the search starts afresh")
+        return None
+    return saved
+
+
+def _save(context: PruningContext, state: dict[str, Any]) -> None:
+    if context.checkpoint is not None:
+        context.checkpoint.save(state)
+
+
 def _grid(context: PruningContext, title: str, config: SearchConfig) -> tuple[int, int]:
     n_layers, n_heads = dense_grid(context.model, title)
     if config.min_heads_per_layer > n_heads:
@@ -402,6 +466,7 @@ class AStarSearch(_BudgetSearch):
     paper = PAPER
     search = staticmethod(astar_search)
     algorithm = "astar"
+    revision = 2  # costs from the unpruned baseline A (Figure 6); revision 1 chained them
 
 
 @register("local_greedy")
@@ -415,6 +480,7 @@ class LocalGreedyPruning(_BudgetSearch):
     paper = PAPER
     search = staticmethod(local_search)
     algorithm = "local"
+    revision = 2  # costs from the unpruned baseline A (Figure 6); revision 1 chained them
 
 
 @register("global_heads")
@@ -429,6 +495,7 @@ class GlobalHeadPruning(_BudgetSearch):
     paper = PAPER
     search = staticmethod(global_search)
     algorithm = "global"
+    revision = 2  # costs from the unpruned baseline A (Figure 6); revision 1 chained them
 
 
 @register("random_budget")
@@ -455,14 +522,29 @@ class RandomBudgetPruning(PruningMethod):
         n_layers, n_heads = _grid(context, self.title, config)
         reporter = _Reporter(context, config, "trial")
         evaluator = build_evaluator(context, config, reporter.tick)
-        baseline: dict[str, float] = {}
+        expected = {"budget": config.budget, "n_layers": n_layers, "n_heads": n_heads}
+        saved = _saved_state(context, "random", "trials", expected)
+        state: dict[str, Any] = saved or {"algorithm": "random", "trials": []}
 
         def start(payload: dict[str, Any]) -> None:
-            baseline["value"] = float(payload["baseline"])
+            state["start"] = payload
+            _save(context, state)
             reporter.start(payload)
+
+        def trial_done(trial: dict[str, Any]) -> None:
+            state["trials"].append(trial)
+            _save(context, state)
+            reporter.on_trial(trial)
 
         with closing_evaluator(evaluator):
             context.check()
+            resume = None
+            if saved is not None:
+                reporter.start(saved["start"])
+                for trial in saved["trials"]:
+                    reporter.on_trial(trial)
+                resume = {"baseline": saved["start"]["baseline"], "trials": saved["trials"]}
+                log.info("resuming random pruning after trial %d", len(saved["trials"]))
             trials = random_budget_trials(
                 evaluator,
                 n_layers,
@@ -473,9 +555,12 @@ class RandomBudgetPruning(PruningMethod):
                 min_heads_per_layer=config.min_heads_per_layer,
                 evaluate_many=evaluator.evaluate_many,
                 on_start=start,
-                on_trial=reporter.on_trial,
+                on_trial=trial_done,
                 should_stop=context.should_stop,
+                resume=resume,
             )
+        baseline = float(state["start"]["baseline"])
+        evaluations = 1 + sum(int(t["evaluations"]) for t in trials)
         best = min(trials, key=lambda t: (-t["heads_pruned"], t["budget_used"], t["trial"]))
         mask = torch.ones(n_layers, n_heads, dtype=torch.bool)
         for layer, head in best["pruned"]:
@@ -484,15 +569,15 @@ class RandomBudgetPruning(PruningMethod):
             f"best trial {best['trial']}: {best['heads_pruned']} heads pruned",
             algorithm="random",
             pruned=best["pruned"],
-            evaluations=evaluator.n_evaluations,
+            evaluations=evaluations,
             final_metric=best["metric"],
             budget_used=best["budget_used"],
             stop_reason="trials_done",
             trials=trials,
         )
         info = {
-            "evaluations": evaluator.n_evaluations,
-            "baseline": baseline["value"],
+            "evaluations": evaluations,
+            "baseline": baseline,
             "final_metric": best["metric"],
             "budget_used": best["budget_used"],
             "heads_pruned": best["heads_pruned"],

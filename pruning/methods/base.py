@@ -271,6 +271,20 @@ class PruneResult:
     model: nn.Module | None = None
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run's saved progress, for methods that work in iterations (A*, random trials).
+
+    ``load()`` returns the last saved state (a JSON-ready dict) or None; ``save(state)`` replaces
+    it atomically. The pipeline builds one per run key over
+    :class:`cache.checkpoints.RunCheckpoints` and deletes it once the run is stored, so a run
+    started again after an interruption resumes from its last finished iteration.
+    """
+
+    load: Callable[[], dict[str, Any] | None]
+    save: Callable[[dict[str, Any]], None]
+
+
 @dataclass
 class PruningContext:
     """Everything a method may use; built by :mod:`pruning.pipeline` (or a test).
@@ -288,6 +302,7 @@ class PruningContext:
         executor: where evaluations may run (:mod:`pruning.executors`); never part of the run
             key, since a method gives the same result on every executor. A* and its baselines
             spread candidate evaluations over Ray actors with ``kind="ray"``.
+        checkpoint: where an iterative method saves and finds its progress (None: no resume).
     """
 
     model: nn.Module
@@ -301,6 +316,7 @@ class PruningContext:
     should_stop: Callable[[], bool] | None = None
     trace: list[TraceEvent] = field(default_factory=list)
     executor: ExecutorSettings = LOCAL
+    checkpoint: Checkpoint | None = None
 
     def emit(self, kind: str, fraction: float, message: str = "", **data: Any) -> TraceEvent:
         """Record a trace event, pass it to ``on_event`` and check for cancellation."""
@@ -336,9 +352,13 @@ class PruningMethod(ABC):
         paper: reference shown in the UI (title, authors, year, link).
         granularity: ``"head"`` or ``"weight"``.
         config_class: the method's frozen config dataclass.
+        revision: bumped when the method's algorithm changes what it returns for the same
+            config; part of the run key from 2 on, so runs of an older algorithm are never
+            served as results of the new one (keys of revision-1 methods are unchanged).
     """
 
     name: ClassVar[str] = ""
+    revision: ClassVar[int] = 1
     title: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     granularity: ClassVar[Granularity] = "head"
