@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pruning import cli_bench_ray
+from pruning.cli_bench_astar import add_astar_paper_bench, bench_astar_paper
 from pruning.cli_bench_editor import add_editor_bench, bench_editor
 from pruning.cli_bench_explain import add_explain_bench, bench_explain
 from pruning.cli_bench_mcap import add_table1_bench, bench_table1
@@ -54,6 +55,7 @@ def add_bench_commands(commands: Any) -> None:
     add_speed_bench(kinds)
     cli_bench_ray.add_arguments(kinds.add_parser("ray", help=cli_bench_ray.HELP))
     add_editor_bench(kinds)
+    add_astar_paper_bench(kinds)
 
 
 def _timed_search(evaluator: Any, n_layers: int, n_heads: int, budget: float) -> dict[str, Any]:
@@ -91,6 +93,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``headscope bench <what>``."""
     if args.bench == "astar":
         return bench_astar(args)
+    if args.bench == "astar-paper":
+        return bench_astar_paper(args)
     if args.bench in ("gates", "deepcuts"):
         return cmd_run_bench(args)
     if args.bench == "table1":

@@ -874,3 +874,25 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(
     if other is not None:
         fresh = run_method(name, planted_context(seed=3), **{**config, "budget": 12.0})
         assert torch.equal(other.mask, fresh.mask) and other.info == fresh.info
+
+
+def test_expected_evaluations_follow_the_grid_budget_and_papers_table_3() -> None:
+    from pruning.methods.search_core import expected_evaluations
+
+    # 144 heads, budget 1: the paper's mean share .548 of 10,440 evaluations.
+    assert expected_evaluations("astar", 144, 1.0) == (1 + round(0.548 * 10440), 10441)
+    assert expected_evaluations("astar", 144, 3.0)[0] == 1 + round(0.699 * 10440)
+    assert expected_evaluations("astar", 144, 9.0) == expected_evaluations("astar", 144, 3.0)
+    low, mid, high = (expected_evaluations("astar", 72, b)[0] for b in (1.0, 2.0, 3.0))
+    assert low < mid < high <= 1 + 72 * 73 // 2
+    assert expected_evaluations("local", 72, 1.0) == (2629, 2629)
+    assert expected_evaluations("random", 72, 1.0, trials=100) == (7201, 7201)
+    assert expected_evaluations("astar", 2, 0.0)[0] >= 3  # never below one iteration
+
+
+def test_a_search_states_its_expected_time_after_the_baseline() -> None:
+    result = run_method("astar", planted_context(), budget=5.0)
+    start = next(i for i, e in enumerate(result.trace) if e.kind == "search_start")
+    expect = result.trace[start + 1]
+    assert expect.kind == "progress" and expect.message.startswith("expect about ")
+    assert "evaluations (at most 37)" in expect.message  # 8 heads: 1 + 8 x 9 / 2

@@ -56,6 +56,7 @@ from pruning.methods.scoring import dense_grid
 from pruning.methods.search_core import (
     SearchResult,
     astar_search,
+    expected_evaluations,
     global_search,
     local_search,
     random_budget_trials,
@@ -277,6 +278,26 @@ class _Reporter:
         data = {**payload, "metric": self.config.metric, "eval_examples": self.eval_examples()}
         self._emit("search_start", message, **data)
 
+    def expect(self, payload: dict[str, Any], seconds_per_evaluation: float) -> None:
+        """Say how long the search should take: estimated evaluations x the measured rate.
+
+        A progress event (not part of the stored trace's meaning, so a resumed run that times
+        itself again still has the same trace).
+        """
+        typical, most = expected_evaluations(
+            str(payload["algorithm"]),
+            int(payload["search_space"]),
+            float(payload["budget"]),
+            int(getattr(self.config, "trials", 1)),
+        )
+        rate = seconds_per_evaluation
+        message = (
+            f"expect about {typical:,} evaluations (at most {most:,}) at {rate:.2f} s each: "
+            f"about {_duration(typical * rate)} (at most {_duration(most * rate)})"
+        )
+        log.info("%s: %s", payload["algorithm"], message)
+        self._emit("progress", message)
+
     def on_iteration(self, payload: dict[str, Any]) -> None:
         searched = sum(1 for c in payload["candidates"] if c["status"] == "searched")
         self.fraction = max(self.fraction, 1.0 - searched / max(1, self.search_space))
@@ -304,6 +325,14 @@ class _Reporter:
     def done(self, message: str, **data: Any) -> None:
         self.fraction = 1.0
         self._emit("search_done", message, **data)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def search_scores(result: SearchResult) -> torch.Tensor:
@@ -351,6 +380,7 @@ class _BudgetSearch(PruningMethod):
             state["start"] = payload
             _save(context, state)
             reporter.start(payload)
+            reporter.expect(payload, time.monotonic() - clock)
 
         def iteration(payload: dict[str, Any]) -> None:
             state["iterations"].append(payload)
@@ -368,6 +398,7 @@ class _BudgetSearch(PruningMethod):
                 reporter.offset = int(saved["iterations"][-1]["evaluations"])
                 resume = saved["iterations"]
                 log.info("resuming %s after iteration %d", self.algorithm, len(resume))
+            clock = time.monotonic()
             result = type(self).search(
                 evaluator,
                 n_layers,
@@ -530,6 +561,7 @@ class RandomBudgetPruning(PruningMethod):
             state["start"] = payload
             _save(context, state)
             reporter.start(payload)
+            reporter.expect(payload, time.monotonic() - clock)
 
         def trial_done(trial: dict[str, Any]) -> None:
             state["trials"].append(trial)
@@ -545,6 +577,7 @@ class RandomBudgetPruning(PruningMethod):
                     reporter.on_trial(trial)
                 resume = {"baseline": saved["start"]["baseline"], "trials": saved["trials"]}
                 log.info("resuming random pruning after trial %d", len(saved["trials"]))
+            clock = time.monotonic()
             trials = random_budget_trials(
                 evaluator,
                 n_layers,
