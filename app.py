@@ -1,7 +1,9 @@
 """HeadScope dashboard entry point: navigation and the shared sidebar.
 
 Start with ``make run`` (or ``streamlit run app.py``); pages live in ``pages/`` and are wired here
-explicitly with ``st.navigation`` (automatic discovery of ``pages/`` is off).
+explicitly with ``st.navigation``. Until that first runs in a server process, Streamlit lists every
+``pages/*.py`` file as a page, so only pages sit directly in ``pages/``; their helpers are in
+``pages/support/`` (tests/test_app_layout.py checks both).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from cache.paths import headscope_home
-from pages.common import (
+from pages.support.common import (
     JOB_PANEL_PREFIXES,
     executor_settings_ui,
     interrupted_jobs_notice,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 import streamlit.components.v1 as components
 
-from pages.common import (
+from pages.support.common import (
     cached_dataset,
     current_specs,
     ensure_app_navigation,

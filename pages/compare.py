@@ -24,7 +24,7 @@ import streamlit as st
 
 from cache.model_store import PreparedModel
 from cache.run_format import RunRecord
-from pages.common import (
+from pages.support.common import (
     cached_dataset,
     current_specs,
     ensure_app_navigation,

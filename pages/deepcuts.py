@@ -25,7 +25,7 @@ from torch import nn
 
 from cache.model_store import PreparedModel
 from cache.run_store import RunRecord
-from pages.common import (
+from pages.support.common import (
     current_specs,
     ensure_app_navigation,
     executor,

@@ -4,8 +4,9 @@ For a set of sentences the page captures each token's query and key vector per h
 each head's joint set to 2-D and draws a layer x head grid of small scatter plots, original and
 one pruned run side by side (removed heads greyed), plus one head zoomed with the token on hover.
 PCA is computed right here (it is instant); UMAP and t-SNE run as background jobs, one per
-model, that fill the grid head by head (:mod:`pages.embeddings_work`). Captures and projections
-are cached on disk, so switching views never recomputes and a finished grid reopens at once.
+model, that fill the grid head by head (:mod:`pages.support.embeddings_work`). Captures and
+projections are cached on disk, so switching views never recomputes and a finished grid reopens
+at once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from pages.common import (
+from pages.support.common import (
     cached_dataset,
     current_specs,
     ensure_app_navigation,
@@ -24,7 +25,13 @@ from pages.common import (
     require_prepared,
     run_store,
 )
-from pages.embeddings_work import embedding_work, job_id, job_payload, make_ref, partial_grid
+from pages.support.embeddings_work import (
+    embedding_work,
+    job_id,
+    job_payload,
+    make_ref,
+    partial_grid,
+)
 from pruning.embedding_cache import EmbeddingRequest, ProjectionCache, compute_grid, load_points
 from pruning.embeddings import DEFAULT_MAX_POINTS, JointPoints
 from pruning.projections import PROJECTION_NAMES, PROJECTIONS, EmbeddingGrid

@@ -2,9 +2,9 @@
 
 The page explains up to five sentences on the original classifier and chosen pruning runs, toward
 one shared target class (the original's prediction), and compares the models word by word. All
-computation runs as background jobs (the work functions of :mod:`pages.explain_work`); results
-are kept in ``st.session_state`` as JSON dicts, and explanations are cached on disk, so switching
-views or reopening a request is instant.
+computation runs as background jobs (the work functions of :mod:`pages.support.explain_work`);
+results are kept in ``st.session_state`` as JSON dicts, and explanations are cached on disk, so
+switching views or reopening a request is instant.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from cache.model_store import PreparedModel
-from pages.common import (
+from pages.support.common import (
     cached_dataset,
     current_specs,
     ensure_app_navigation,
@@ -26,7 +26,7 @@ from pages.common import (
     require_prepared,
     run_store,
 )
-from pages.explain_work import (
+from pages.support.explain_work import (
     api,
     attributions_of,
     dataset_work,

@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 from cache.run_store import RunRecord
-from pages.common import (
+from pages.support.common import (
     config_form,
     current_specs,
     ensure_app_navigation,

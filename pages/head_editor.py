@@ -25,7 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import (
+from pages.support.common import (
     cached_dataset,
     current_specs,
     ensure_app_navigation,

@@ -18,7 +18,7 @@ import streamlit as st
 
 from cache.model_store import PreparedModel
 from cache.run_store import RunRecord
-from pages.common import (
+from pages.support.common import (
     RunSettings,
     config_form,
     current_specs,

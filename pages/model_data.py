@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from cache.paths import headscope_home
-from pages.common import (
+from pages.support.common import (
     cached_dataset,
     current_specs,
     ensure_app_navigation,

@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import pandas as pd
@@ -32,7 +32,7 @@ import streamlit as st
 from cache.model_store import PreparedModel
 from cache.paths import headscope_home
 from cache.run_format import RunRecord, RunSummary
-from pages.common import (
+from pages.support.common import (
     cached_dataset,
     current_specs,
     ensure_app_navigation,
@@ -57,7 +57,8 @@ PREPARE_JOB = "prepare-default"
 FIRST_RUN_JOB = "first_run_job"  # session key: the first run's job id
 FIRST_RUN_KEY = "first_run_key"  # session key: the first run's run key once stored
 FIRST_RUN_NAME = "First run · HISP 50%"
-# Validation texts the first run scores heads on and is evaluated on: seconds on a CPU.
+# Validation texts the first run scores heads on and is evaluated on: seconds on a CPU. The page
+# says these counts through first_run_texts, from the run's settings (capped by the split's size).
 FIRST_RUN_SCORE_TEXTS = 128
 FIRST_RUN_EVAL_TEXTS = 256
 # The newest explanation files the gallery reads at most (each is a small JSON file).
@@ -470,6 +471,29 @@ def first_run_request(model: ModelSpec, data: DataSpec) -> RunRequest:
     )
 
 
+def _texts_used(dataset: LabelledDataset, split: str, examples: int | None) -> int:
+    """How many texts of ``split`` a run reads when asked for ``examples`` (None: all of them);
+    the pipeline takes ``split.subset(examples)``, which is the whole split when that is smaller."""
+    size = len(dataset.split(split))
+    return size if examples is None else min(examples, size)
+
+
+def first_run_texts(settings: Mapping[str, Any], dataset: LabelledDataset) -> str:
+    """What the first run scores and evaluates on, from its run settings
+    (:meth:`RunRequest.run_settings`, stored in the record as ``info["settings"]``).
+
+    The offer (before the run, from :func:`first_run_request`) and the result (from the stored
+    run) both say this, so they cannot disagree.
+    """
+    score_split, eval_split = str(settings["score_split"]), str(settings["eval_split"])
+    scored = _texts_used(dataset, score_split, int(settings["score_examples"]))
+    evaluated = _texts_used(dataset, eval_split, settings["eval_examples"])
+    return (
+        f"scoring every head on {scored:,} {score_split} texts and comparing accuracy before and "
+        f"after on {evaluated:,} {eval_split} texts"
+    )
+
+
 def start_first_run(model: ModelSpec, data: DataSpec, prepared: PreparedModel | None) -> str:
     """Queue the preparation (when needed) and the first run behind it; returns the run's job."""
     if prepared is None:
@@ -507,13 +531,13 @@ def first_run_panel(job_id: str) -> None:
         job_status(job, snap)
 
 
-def first_run_result(record: RunRecord) -> None:
+def first_run_result(record: RunRecord, dataset: LabelledDataset) -> None:
     """What the first run did: accuracy before and after, heads and FLOPs removed, its mask."""
     from viz.heads import build_mask_heatmap
 
     st.success(
-        "Your first run is stored. HISP scored every head on "
-        f"{FIRST_RUN_SCORE_TEXTS} validation texts and removed the half it found least important."
+        "Your first run is stored. HISP removed the half of the heads it found least important, "
+        f"{first_run_texts(record.info['settings'], dataset)}."
     )
     dense = record.metrics.get("dense", {})
     pruned = record.metrics.get("pruned", {})
@@ -542,7 +566,11 @@ def first_run_result(record: RunRecord) -> None:
 
 
 def first_run_section(
-    model: ModelSpec, data: DataSpec, prepared: PreparedModel | None, has_runs: bool
+    model: ModelSpec,
+    data: DataSpec,
+    dataset: LabelledDataset,
+    prepared: PreparedModel | None,
+    has_runs: bool,
 ) -> None:
     """The guided first run: offered while this classifier has no runs; progress; result."""
     job_id = st.session_state.get(FIRST_RUN_JOB)
@@ -557,15 +585,16 @@ def first_run_section(
         return
     st.subheader("First run")
     if record is not None:
-        first_run_result(record)
+        first_run_result(record, dataset)
         return
     if job_id is None:
         st.markdown(
             "New here? **Start the first run**: HeadScope "
             + ("prepares the classifier, then " if prepared is None else "")
-            + f"removes half of the attention heads with HISP (head importance scores, Michel et "
-            f"al. 2019), scored and evaluated on {FIRST_RUN_EVAL_TEXTS} validation texts. Both "
-            "steps run in the background with progress; about a minute on a laptop CPU"
+            + "removes half of the attention heads with HISP (head importance scores, Michel et "
+            f"al. 2019), {first_run_texts(first_run_request(model, data).run_settings(), dataset)}"
+            + (". Both steps run" if prepared is None else ". It runs")
+            + " in the background with progress; about a minute on a laptop CPU"
             + (" plus the preparation." if prepared is None else ".")
         )
         if st.button("Start the first run", type="primary", key="first-run-start"):
@@ -602,7 +631,7 @@ def main() -> None:
         summaries, problems = run_store().list(model_fingerprint=f"prepared:{prepared.key}")
         for problem in problems:
             st.warning(f"Run store: {problem}")
-    first_run_section(model_spec, data_spec, prepared, bool(summaries))
+    first_run_section(model_spec, data_spec, dataset, prepared, bool(summaries))
     if prepared is not None and summaries:
         gallery(prepared, summaries)
     details_section(dataset, prepared)

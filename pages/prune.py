@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from cache.model_store import PreparedModel
-from pages.common import (
+from pages.support.common import (
     config_form,
     current_specs,
     ensure_app_navigation,

@@ -11,7 +11,7 @@ import streamlit as st
 
 from cache.run_export import export_file_name
 from cache.run_format import RunSummary
-from pages.common import ensure_app_navigation, model_store, run_store
+from pages.support.common import ensure_app_navigation, model_store, run_store
 from pruning.report import build_report, report_file_name
 from viz.compare import build_mask_comparison
 from viz.heads import build_mask_heatmap

@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from cache.run_store import RunRecord
-from pages.common import (
+from pages.support.common import (
     current_specs,
     ensure_app_navigation,
     job_status,

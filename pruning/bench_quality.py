@@ -827,18 +827,17 @@ def _run_on_ray(
     Each row's ``seconds`` is the run's own compute time (``info.total_seconds``; a fetched run
     keeps the time it took when it was made), since the rows overlap in wall time.
     """
-    from tqdm import tqdm
-
     from pruning.cli_bench_runs import _row
+    from pruning.cli_common import fraction_bar, show_fraction
     from pruning.ray_sweep import run_requests
 
     fractions = [0.0] * len(plan)
-    bar = tqdm(total=1000, disable=not options.progress, desc="quality bench", unit="‰")
+    bar = fraction_bar("quality bench", enabled=options.progress)
 
     def on_event(index: int, event: Any) -> None:
         fractions[index] = max(fractions[index], float(event.fraction))
-        bar.n = int(sum(fractions) / len(fractions) * 1000)
-        bar.set_postfix_str(f"{plan[index].label}: {event.message}"[:60], refresh=True)
+        message = f"{plan[index].label}: {event.message}"[:60]
+        show_fraction(bar, sum(fractions) / len(fractions), message)
 
     try:
         found = run_requests(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pruning.cli_bench_runs import command_line, write_report
-from pruning.cli_common import add_data_args, add_model_args
+from pruning.cli_common import add_data_args, add_model_args, fraction_bar, show_fraction
 
 if TYPE_CHECKING:
     from cache.model_store import PreparedModel
@@ -241,13 +241,10 @@ def bench_explain(args: argparse.Namespace) -> int:
 
 
 def _stderr_progress() -> Any:
-    from tqdm import tqdm
-
-    bar = tqdm(total=1000, desc="faithfulness", unit="‰", file=sys.stderr)
+    bar = fraction_bar("faithfulness", file=sys.stderr)
 
     def on_progress(fraction: float, message: str) -> None:
-        bar.n = int(fraction * 1000)
-        bar.set_postfix_str(message[:50], refresh=True)
+        show_fraction(bar, fraction, message[:50])
         if fraction >= 1.0:
             bar.close()
 

@@ -24,9 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from pruning.cli_common import add_data_args, add_model_args, emit_json
+from pruning.cli_common import (
+    add_data_args,
+    add_model_args,
+    emit_json,
+    fraction_bar,
+    show_fraction,
+)
 
 # (label, request) pairs; the request is built lazily so imports stay light for --help.
 Plan = list[tuple[str, Any]]
@@ -233,11 +237,10 @@ def run_plan(
         request.method_config()  # refuse bad settings before hours of work
     rows = []
     for label, request in plan:
-        bar = tqdm(total=1000, disable=not progress, desc=label[:40], unit="‰")
+        bar = fraction_bar(label[:40], enabled=progress)
 
         def on_event(event: Any, bar: Any = bar) -> None:
-            bar.n = int(event.fraction * 1000)
-            bar.set_postfix_str(event.message[:50], refresh=True)
+            show_fraction(bar, event.fraction, event.message[:50])
 
         started = time.perf_counter()
         try:

@@ -99,6 +99,36 @@ def parse_data_arg(
     )
 
 
+# Steps of a fraction bar: the fraction done is shown to 0.1% (the bar itself shows percent).
+FRACTION_STEPS = 1000
+# Percentage, elapsed time and time left; no rate, since "fractions per second" mean nothing.
+FRACTION_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
+
+
+def fraction_bar(desc: str, *, enabled: bool = True, file: TextIO | None = None) -> tqdm[Any]:
+    """A tqdm bar for work that reports the fraction it has done; move it with
+    :func:`show_fraction`.
+
+    Args:
+        desc: what is running, shown before the percentage.
+        enabled: False gives a bar that draws nothing.
+        file: where to draw; None is tqdm's default, stderr.
+    """
+    return tqdm(
+        total=FRACTION_STEPS,
+        desc=desc,
+        disable=not enabled,
+        file=file,
+        bar_format=FRACTION_BAR_FORMAT,
+    )
+
+
+def show_fraction(bar: tqdm[Any], fraction: float, message: str) -> None:
+    """Move ``bar`` to ``fraction`` of the work (0 to 1, clipped) and show ``message`` after it."""
+    bar.n = int(min(max(fraction, 0.0), 1.0) * FRACTION_STEPS)
+    bar.set_postfix_str(message, refresh=True)
+
+
 class TrainProgress:
     """A tqdm bar on stderr fed by :class:`pruning.train.TrainEvent` callbacks."""
 

@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
 from pruning.cli_bench_explain import add_explain_bench, bench_explain
 from pruning.cli_common import (
     add_common_args,
@@ -30,7 +28,9 @@ from pruning.cli_common import (
     add_model_args,
     data_spec_from_args,
     emit_json,
+    fraction_bar,
     parse_model_arg,
+    show_fraction,
 )
 
 if TYPE_CHECKING:
@@ -160,11 +160,10 @@ def parse_target(value: str | None, label_names: tuple[str, ...]) -> int | None:
 
 
 def _progress_bar(enabled: bool) -> tuple[Any, Any]:
-    bar = tqdm(total=1000, disable=not enabled, desc="explaining", unit="‰")
+    bar = fraction_bar("explaining", enabled=enabled)
 
     def on_progress(fraction: float, message: str) -> None:
-        bar.n = int(fraction * 1000)
-        bar.set_postfix_str(message[:50], refresh=True)
+        show_fraction(bar, fraction, message[:50])
 
     return bar, on_progress
 

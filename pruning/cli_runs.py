@@ -20,8 +20,6 @@ import json
 import typing
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
 from pruning.cli_common import (
     add_common_args,
     add_data_args,
@@ -30,7 +28,9 @@ from pruning.cli_common import (
     data_spec_from_args,
     emit_json,
     executor_from_args,
+    fraction_bar,
     parse_model_arg,
+    show_fraction,
 )
 
 if TYPE_CHECKING:
@@ -242,17 +242,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     requests = prune_requests(args)
     executor = executor_from_args(args)
-    bar = tqdm(total=1000, disable=args.no_progress, desc=args.method, unit="‰")
+    bar = fraction_bar(args.method, enabled=not args.no_progress)
     fractions = [0.0] * len(requests)
 
     def on_event(event: Any) -> None:
-        bar.n = int(event.fraction * 1000)
-        bar.set_postfix_str(event.message[:60], refresh=True)
+        show_fraction(bar, event.fraction, event.message[:60])
 
     def on_sweep_event(index: int, event: Any) -> None:
         fractions[index] = max(fractions[index], event.fraction)
-        bar.n = int(sum(fractions) / len(fractions) * 1000)
-        bar.set_postfix_str(f"run {index + 1}/{len(requests)}: {event.message}"[:60], refresh=True)
+        message = f"run {index + 1}/{len(requests)}: {event.message}"[:60]
+        show_fraction(bar, sum(fractions) / len(fractions), message)
 
     try:
         if len(requests) == 1:

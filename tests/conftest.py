@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import functools
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +224,8 @@ def write_csv(
     return path
 
 
-def prepared_tiny_setup(folder: Path) -> tuple[ModelSpec, DataSpec]:
-    """A tiny local BERT prepared (2 training steps) on a 120-row sentiment CSV.
+def prepared_tiny_setup(folder: Path, rows: int = 120) -> tuple[ModelSpec, DataSpec]:
+    """A tiny local BERT prepared (2 training steps) on a sentiment CSV of ``rows`` rows.
 
     Returns the model and data specs whose prepared entry now sits in the model store.
     """
@@ -232,7 +234,7 @@ def prepared_tiny_setup(folder: Path) -> tuple[ModelSpec, DataSpec]:
 
     folder.mkdir(parents=True, exist_ok=True)
     model = ModelSpec.local(save_small_bert(folder / "tiny-bert"))
-    csv_path = write_csv(folder / "reviews.csv", sentiment_rows(120))
+    csv_path = write_csv(folder / "reviews.csv", sentiment_rows(rows))
     data = DataSpec(name="csv", path=str(csv_path))
     prepare_model(model, data, TrainConfig(max_steps=2, batch_size=16), device="cpu")
     return model, data
@@ -243,9 +245,9 @@ def server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run pages as a server does after its first request: through app.py's st.navigation.
 
     AppTest resets Streamlit's legacy ``pages/`` flag before every run, so each run would start
-    as a legacy multipage run and pages.common.ensure_app_navigation would rerun it (losing the
-    widget interaction under test). A server sets the flag once, on its first request; that path
-    is covered by tests/test_browser.py. App tests use it through ``pytestmark``.
+    as a legacy multipage run and pages.support.common.ensure_app_navigation would rerun it
+    (losing the widget interaction under test). A server sets the flag once, on its first
+    request; that path is covered by tests/test_browser.py. App tests use it through ``pytestmark``.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
@@ -256,6 +258,44 @@ def server_navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+APP_PY = Path(__file__).resolve().parents[1] / "app.py"
+
+
+@dataclass(frozen=True)
+class AppPage:
+    """One ``st.Page(...)`` entry of app.py, as written in its source."""
+
+    script: str
+    default: bool
+    url_path: str | None
+
+
+def app_pages() -> list[AppPage]:
+    """The pages app.py registers with ``st.navigation``, read from its source (nothing runs).
+
+    Every entry must give its script, ``default`` and ``url_path`` as literals, as app.py does.
+    """
+    literal_keywords = ("default", "url_path")
+    pages: list[AppPage] = []
+    for node in ast.walk(ast.parse(APP_PY.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr != "Page":
+            continue
+        # literal_eval raises ValueError on anything but a literal: this reader would misread it.
+        keywords = {
+            k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg in literal_keywords
+        }
+        pages.append(
+            AppPage(
+                script=str(ast.literal_eval(node.args[0])),
+                default=keywords.get("default", False) is True,
+                url_path=keywords.get("url_path"),
+            )
+        )
+    return pages
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ import streamlit as st
 
 if {str(ROOT)!r} not in sys.path:  # app.py's folder, which streamlit puts on the path for app.py
     sys.path.insert(0, {str(ROOT)!r})
-from pages.common import routed_by_app
+from pages.support.common import routed_by_app
 
 page = st.navigation([st.Page({str(ROOT / PAGE)!r}, title="Compare")])
 with routed_by_app():

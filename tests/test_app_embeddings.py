@@ -150,7 +150,7 @@ class _StopAfter:
 
 def test_a_cancelled_job_keeps_its_heads_and_the_next_one_continues(tmp_path: Path) -> None:
     from cache.model_store import ModelStore
-    from pages.embeddings_work import embedding_work, job_id, job_payload, partial_grid
+    from pages.support.embeddings_work import embedding_work, job_id, job_payload, partial_grid
     from pruning.embedding_cache import EmbeddingRequest, ProjectionCache, load_points
     from pruning.jobs import JobCancelled
     from pruning.run_models import prepared_ref, ref_fingerprint

@@ -80,7 +80,7 @@ def test_the_baselines_button_queues_the_six_table_one_baselines(
     tmp_path: Path, mcap_installed: None
 ) -> None:
     pytest.importorskip("pruning.methods.unstructured")
-    from pages.common import executor
+    from pages.support.common import executor
 
     app = _open_page(tmp_path)
     next(b for b in app.button if b.label == "Run the Table I baselines").click().run()

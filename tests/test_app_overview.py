@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,11 @@ TILES = {
     "explanation": "**One explanation side by side**",
 }
 START = "Start the first run"
+# What the first run scores and evaluates on: the offer and the result both say it.
+FIRST_RUN_TEXTS = re.compile(
+    r"scoring every head on ([\d,]+) validation texts and comparing accuracy before and after "
+    r"on ([\d,]+) validation texts"
+)
 
 
 def _open(model: ModelSpec, data: DataSpec) -> AppTest:
@@ -65,6 +71,15 @@ def _texts(app: AppTest) -> str:
     parts += [e.value for e in app.info] + [e.value for e in app.success]
     parts += [e.value for e in app.subheader]
     return "\n".join(str(p) for p in parts)
+
+
+def _first_run_texts(texts: Sequence[str], marker: str) -> tuple[int, int]:
+    """(texts scored, texts evaluated) as the element of `texts` containing `marker` says."""
+    [said] = [text for text in texts if marker in text]
+    found = FIRST_RUN_TEXTS.search(said)
+    assert found, said
+    scored, evaluated = (int(group.replace(",", "")) for group in found.groups())
+    return scored, evaluated
 
 
 def _explain(model_key: str, label: str, values: tuple[float, ...]) -> None:
@@ -134,11 +149,13 @@ def test_the_gallery_shows_a_tile_per_kind_of_stored_result_and_links_to_its_pag
 def test_without_runs_the_first_run_button_runs_hisp_and_shows_the_result(
     tmp_path: Path,
 ) -> None:
-    model, data = prepared_tiny_setup(tmp_path / "setup")
+    # 300 validation texts: more than the first run scores on or evaluates on.
+    model, data = prepared_tiny_setup(tmp_path / "setup", rows=3000)
     app = _open(model, data)
     assert not app.exception and not app.error
     assert "First run" in _texts(app) and "Gallery" not in _texts(app)
     assert "prepares the classifier" not in _texts(app)  # it is prepared already
+    offered = _first_run_texts([m.value for m in app.markdown], START)
     next(b for b in app.button if b.label == START).click().run()
     assert not app.exception and not app.error
     assert str(app.session_state["first_run_job"]).startswith("prune-")
@@ -151,8 +168,16 @@ def test_without_runs_the_first_run_button_runs_hisp_and_shows_the_result(
         "First run · HISP 50%",
         0.5,
     )
-    assert RunStore().get(summary.key).info["settings"]["eval_split"] == "validation"
+    record = RunStore().get(summary.key)
+    assert record.info["settings"]["eval_split"] == "validation"
     assert "Your first run is stored" in _texts(app)
+    # The offer and the result say the same counts, and they are what the run used.
+    told = _first_run_texts([s.value for s in app.success], "Your first run is stored")
+    assert offered == told
+    settings = record.info["settings"]
+    assert told == (settings["score_examples"], record.metrics["pruned"]["n_examples"])
+    assert told == (settings["score_examples"], settings["eval_examples"])
+    assert told[0] != told[1]
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Heads removed"] == "4 / 8"
     assert "Validation accuracy, pruned" in metrics
@@ -172,8 +197,13 @@ def test_the_first_run_prepares_the_classifier_first_when_there_is_none(tmp_path
     _wait(app, lambda: bool(RunStore().list()[0]), seconds=120)
     assert not app.exception and not app.error
     assert ModelStore().find(model, data), "the classifier was not prepared"
-    assert [s.method for s in RunStore().list()[0]] == ["hisp"]
-    assert "Your first run is stored" in _texts(app)
+    [summary] = RunStore().list()[0]
+    assert summary.method == "hisp"
+    # 8 validation texts: the run scores and evaluates on all of them, and the page says so.
+    evaluated = RunStore().get(summary.key).metrics["pruned"]["n_examples"]
+    assert evaluated == 8
+    told = _first_run_texts([s.value for s in app.success], "Your first run is stored")
+    assert told == (evaluated, evaluated)
 
 
 DeferredDownloads = dict[str, tuple[str, str, Callable[[], object]]]

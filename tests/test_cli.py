@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from conftest import save_small_bert, sentiment_rows, write_csv
+from conftest import prepared_tiny_setup, save_small_bert, sentiment_rows, write_csv
 from pruning.cli import main
 from pruning.cli_common import (
     build_parser,
+    fraction_bar,
     is_table_path,
     parse_data_arg,
     parse_model_arg,
+    show_fraction,
     train_config_from_args,
 )
 from pruning.models import ModelSpec
@@ -192,3 +196,32 @@ def test_prepare_flags_default_to_the_train_config() -> None:
     assert train_config_from_args(args) == TrainConfig()
     args = build_parser().parse_args(["prepare", "--lr", "5e-5", "--max-steps", "9"])
     assert train_config_from_args(args) == TrainConfig(lr=5e-5, max_steps=9)
+
+
+def test_fraction_bar_shows_percent_elapsed_and_time_left_but_no_rate() -> None:
+    stream = io.StringIO()
+    bar = fraction_bar("pruning", file=stream)
+    show_fraction(bar, 0.25, "layer 1 of 4")
+    show_fraction(bar, 1.7, "done")  # clipped to the whole
+    bar.close()
+    frames = [frame for frame in re.split(r"[\r\n]+", stream.getvalue()) if frame]
+    assert re.fullmatch(r"pruning:  25%\|[^|]*\| \[\d\d:\d\d<[\d:?]+, layer 1 of 4\]", frames[1])
+    assert re.fullmatch(r"pruning: 100%\|[^|]*\| \[\d\d:\d\d<\d\d:\d\d, done\]", frames[-1])
+    for rate in ("‰", "/s", "it"):
+        assert rate not in stream.getvalue()
+    quiet = io.StringIO()
+    silent = fraction_bar("pruning", enabled=False, file=quiet)
+    show_fraction(silent, 0.5, "half")
+    silent.close()
+    assert quiet.getvalue() == ""
+
+
+def test_prune_progress_is_a_percentage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    code, _, err = run(
+        capsys, "prune", "--method", "random", "--sparsity", "0.5", "--model", str(model.path),
+        "--data", str(data.path), "--eval-examples", "16", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    assert re.search(r"random: 100%\|", err), err
+    assert "‰" not in err and "/s" not in err

@@ -116,7 +116,7 @@ def test_sidebar_executor_refuses_a_bad_address_and_keeps_local(
     no_autoprepare: None, server_navigation_mode: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("HEADSCOPE_EXECUTOR", raising=False)
-    monkeypatch.setattr("pages.common.ray_installed", lambda: True)
+    monkeypatch.setattr("pages.support.common.ray_installed", lambda: True)
     app = AppTest.from_file(APP, default_timeout=120).run()
     assert not app.exception
     assert app.session_state["executor_settings"] == LOCAL
@@ -135,7 +135,7 @@ def test_sidebar_executor_refuses_a_bad_address_and_keeps_local(
 def test_sidebar_says_how_to_install_ray_when_it_is_missing(
     no_autoprepare: None, server_navigation_mode: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pages.common.ray_installed", lambda: False)
+    monkeypatch.setattr("pages.support.common.ray_installed", lambda: False)
     app = AppTest.from_file(APP, default_timeout=120).run()
     _sidebar_toggle(app).set_value(True).run()
     assert any("pip install 'headscope[ray]'" in w.value for w in app.warning)

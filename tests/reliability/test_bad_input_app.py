@@ -184,7 +184,7 @@ def test_prune_page_refuses_out_of_range_settings_and_starts_nothing(
     app.session_state["model_spec"] = tiny["model"]
     app.session_state["data_spec"] = tiny["data"]
     app.run()
-    monkeypatch.setattr(sys.modules["pages.common"], "config_form", _fake_form(settings))
+    monkeypatch.setattr(sys.modules["pages.support.common"], "config_form", _fake_form(settings))
     app = app.switch_page("pages/prune.py").run()
     app.selectbox[0].set_value(method).run()
     app.button[0].click().run()  # the form's Run button

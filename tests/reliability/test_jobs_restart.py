@@ -197,7 +197,7 @@ def test_an_unreadable_journal_file_is_dropped_not_fatal() -> None:
 
 
 def _notice_page() -> None:
-    from pages.common import interrupted_jobs_notice
+    from pages.support.common import interrupted_jobs_notice
 
     interrupted_jobs_notice("prune")
 
@@ -227,7 +227,7 @@ def test_the_app_shows_interrupted_jobs_until_dismissed(prefix_matches: bool) ->
 
 
 def _app_wide_notice_page() -> None:
-    from pages.common import JOB_PANEL_PREFIXES, interrupted_jobs_notice
+    from pages.support.common import JOB_PANEL_PREFIXES, interrupted_jobs_notice
 
     interrupted_jobs_notice(exclude=JOB_PANEL_PREFIXES)
 
