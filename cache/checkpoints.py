@@ -74,10 +74,15 @@ class RunCheckpoints:
             return None
         return dict(document["state"])
 
-    def save(self, key: str, state: dict[str, Any]) -> None:
-        """Replace run ``key``'s checkpoint by ``state`` (JSON-ready), atomically."""
+    def save(self, key: str, state: dict[str, Any], *, meta: dict[str, Any] | None = None) -> None:
+        """Replace run ``key``'s checkpoint by ``state`` (JSON-ready), atomically.
+
+        Args:
+            meta: what the run is (e.g. its request), for listing and resuming it.
+        """
         path = self.path_for(key)
-        text = json.dumps({"format": _FORMAT, "key": key, "state": state}, allow_nan=False)
+        document = {"format": _FORMAT, "key": key, "state": state, "meta": meta or {}}
+        text = json.dumps(document, allow_nan=False)
         handle, temporary = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
         os.close(handle)
         try:
@@ -87,6 +92,14 @@ class RunCheckpoints:
             Path(temporary).unlink(missing_ok=True)
             raise
         fsync_dir(path.parent)
+
+    def meta(self, key: str) -> dict[str, Any]:
+        """What run ``key``'s checkpoint says the run is (``{}`` without a usable checkpoint)."""
+        if self.load(key) is None:
+            return {}
+        document = json.loads(self.path_for(key).read_text(encoding="utf-8"))
+        meta = document.get("meta")
+        return dict(meta) if isinstance(meta, dict) else {}
 
     def delete(self, key: str) -> None:
         """Forget run ``key``'s checkpoint (after the run is stored); no error when none."""

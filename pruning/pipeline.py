@@ -17,6 +17,7 @@ rescaled to the whole run, plus ``stage`` events from the pipeline itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -125,6 +126,34 @@ class RunRequest:
             )
         if not 1 <= self.batch_size <= 4096:
             raise ValueError("batch_size must be between 1 and 4096.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as JSON-ready data (see :meth:`from_dict`)."""
+        data = dataclasses.asdict(self)
+        data["config"] = json.loads(json.dumps(self.config))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRequest:
+        """Inverse of :meth:`to_dict`, validating every field.
+
+        Raises:
+            ValueError: not a request (unknown fields, wrong types, bad values).
+        """
+        if not isinstance(data, dict):
+            raise ValueError("A run request must be a JSON object.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Unknown run request fields: {', '.join(unknown)}.")
+        fields = dict(data)
+        try:
+            fields["model"] = ModelSpec(**dict(fields.get("model") or {}))
+            fields["data"] = DataSpec(**dict(fields.get("data") or {}))
+            fields["config"] = dict(fields.get("config") or {})
+            return cls(**fields)
+        except TypeError as error:
+            raise ValueError(f"Not a run request: {error}") from None
 
     def method_config(self) -> MethodConfig:
         """The validated method config (raises ValueError with a fix-it message)."""
@@ -323,12 +352,16 @@ def run_pruning(
     return saved
 
 
-def _checkpoint(key: str) -> Checkpoint:
-    """The checkpoint of run ``key`` (see :mod:`cache.checkpoints`): resumable methods use it."""
+def _checkpoint(key: str, request: RunRequest) -> Checkpoint:
+    """The checkpoint of run ``key`` (see :mod:`cache.checkpoints`): resumable methods use it.
+
+    Each save also records the request, so the dashboard can offer to resume the run.
+    """
     checkpoints = RunCheckpoints()
+    meta = {"request": request.to_dict()}
 
     def save(state: dict[str, Any]) -> None:
-        checkpoints.save(key, state)
+        checkpoints.save(key, state, meta=meta)
 
     return Checkpoint(load=lambda: checkpoints.load(key), save=save)
 
@@ -385,7 +418,7 @@ def _compute(
         on_event=forward_method_event,
         should_stop=should_stop,
         executor=executor,
-        checkpoint=_checkpoint(key),
+        checkpoint=_checkpoint(key, request),
     )
     method = method_class(config)
     method_started = time.monotonic()

@@ -65,6 +65,7 @@ def test_an_interrupted_astar_run_resumes_through_the_pipeline(tmp_path: Path) -
     saved = RunCheckpoints().load(key)
     assert saved is not None and saved["algorithm"] == "astar"
     assert len(saved["iterations"]) == 2 and RunStore().list()[0] == []
+    assert RunRequest.from_dict(RunCheckpoints().meta(key)["request"]) == request
     resumed_events: list[Any] = []
     record = run_pruning(request, on_event=resumed_events.append)
     assert RunCheckpoints().load(key) is None  # stored, so forgotten
@@ -78,3 +79,35 @@ def test_an_interrupted_astar_run_resumes_through_the_pipeline(tmp_path: Path) -
     assert [e["data"] for e in fresh.trace if e["kind"] == "search_iteration"] == [
         e["data"] for e in record.trace if e["kind"] == "search_iteration"
     ]
+
+
+def test_requests_round_trip_and_checkpoints_say_which_run_they_belong_to(
+    tmp_path: Path,
+) -> None:
+    from pruning.data import DataSpec
+    from pruning.models import ModelSpec
+
+    request = RunRequest(
+        method="astar",
+        config={"budget": 1.5, "metric": "mcc"},
+        model=ModelSpec.local(str(tmp_path)),
+        data=DataSpec(name="csv", path=str(tmp_path / "x.csv"), max_rows=50),
+        seed=3,
+        score_examples=1275,
+        name="paper",
+    )
+    data = request.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert RunRequest.from_dict(data) == request
+    with pytest.raises(ValueError, match="Unknown run request fields: nope"):
+        RunRequest.from_dict({**data, "nope": 1})
+    with pytest.raises(ValueError, match="score_examples"):
+        RunRequest.from_dict({**data, "score_examples": 0})
+    with pytest.raises(ValueError, match="Not a run request"):
+        RunRequest.from_dict({**data, "model": {"where": "x"}})
+    with pytest.raises(ValueError, match="JSON object"):
+        RunRequest.from_dict([1])
+    store = RunCheckpoints(tmp_path)
+    assert store.meta(KEY) == {}
+    store.save(KEY, {"algorithm": "astar"}, meta={"request": data})
+    assert store.meta(KEY) == {"request": data} and store.load(KEY) == {"algorithm": "astar"}
