@@ -105,7 +105,7 @@ class RunCheckpoints:
         """Forget run ``key``'s checkpoint (after the run is stored); no error when none."""
         self.path_for(key).unlink(missing_ok=True)
 
-    def keys(self) -> list[str]:
+    def run_keys(self) -> list[str]:
         """Keys of the runs with a checkpoint, sorted."""
         return sorted(
             path.stem for path in self.folder.glob("*.json") if _KEY.match(path.stem) is not None

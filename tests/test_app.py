@@ -133,3 +133,53 @@ def test_search_page_runs_astar_and_replays_it_next_to_random_trials(
     # Mask, cost chart, progress panels and the random-vs-A* distribution.
     assert len(charts) >= 4
     assert "Random pruning" in charts[-1].proto.spec or "random" in charts[-1].proto.spec.lower()
+
+
+def test_search_page_offers_to_resume_a_cut_off_search(
+    no_autoprepare: None, tmp_path: Path
+) -> None:
+    from cache.checkpoints import RunCheckpoints
+    from pruning.jobs import JobCancelled
+    from pruning.pipeline import RunRequest, plan_run, run_pruning
+
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    request = RunRequest(
+        method="astar",
+        config={"budget": 40.0},
+        model=model,
+        data=data,
+        score_examples=16,
+        name="long search",
+    )
+    seen = {"iterations": 0}
+
+    def count(event: object) -> None:
+        seen["iterations"] += getattr(event, "kind", "") == "search_iteration"
+
+    with pytest.raises(JobCancelled):
+        run_pruning(request, on_event=count, should_stop=lambda: seen["iterations"] >= 2)
+    key = plan_run(request).key
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.session_state["model_spec"] = model
+    app.session_state["data_spec"] = data
+    app = _switch(app.run(), "pages/search.py")
+    assert not app.exception
+    assert any("were cut off" in w.value for w in app.warning)
+    assert any("long search" in m.value and "2 iterations done" in m.value for m in app.markdown)
+    assert any("Expected work for A* on 8 heads" in c.value for c in app.caption)
+    resume = next(b for b in app.button if b.label == "Resume")
+    resume.click().run()
+    assert not app.exception
+    summaries = _wait_for_runs(1)
+    assert [s.key for s in summaries] == [key]
+    assert RunCheckpoints().load(key) is None
+    app = _switch(app, "pages/search.py")
+    assert not any("were cut off" in w.value for w in app.warning)
+    # A discarded checkpoint is forgotten without running anything.
+    other = RunRequest(**{**request.__dict__, "seed": 1})
+    seen["iterations"] = 0
+    with pytest.raises(JobCancelled):
+        run_pruning(other, on_event=count, should_stop=lambda: seen["iterations"] >= 1)
+    app = _switch(app, "pages/search.py")
+    next(b for b in app.button if b.label == "Discard").click().run()
+    assert RunCheckpoints().run_keys() == [] and len(RunStore().list()[0]) == 1

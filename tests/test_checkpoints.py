@@ -20,12 +20,12 @@ KEY = "0123456789abcdef"
 
 def test_save_load_delete_round_trip(tmp_path: Path) -> None:
     store = RunCheckpoints(tmp_path)
-    assert store.load(KEY) is None and store.keys() == []
+    assert store.load(KEY) is None and store.run_keys() == []
     store.save(KEY, {"algorithm": "astar", "iterations": [{"iteration": 1}]})
     assert store.load(KEY) == {"algorithm": "astar", "iterations": [{"iteration": 1}]}
     store.save(KEY, {"algorithm": "astar", "iterations": []})
     assert store.load(KEY) == {"algorithm": "astar", "iterations": []}
-    assert store.keys() == [KEY]
+    assert store.run_keys() == [KEY]
     assert [p.name for p in store.folder.iterdir()] == [f"{KEY}.json"]  # no temporaries left
     store.delete(KEY)
     store.delete(KEY)
