@@ -38,6 +38,7 @@ from viz.search import (
     parse_search_trace,
     search_iterations,
 )
+from viz.search_figure8 import build_sorted_costs
 
 SEARCH_METHODS = {
     "astar": "A* search",
@@ -312,10 +313,14 @@ def replay(record: RunRecord) -> None:
         )
     else:
         iteration = iterations[0]
+    # The paper's Figure 8: (a) the mask, (b) the sorted costs of the pruned and eliminated
+    # heads, (c) metric, budget used and heads searched per iteration; then this iteration's
+    # candidates.
     left, right = st.columns(2)
     left.plotly_chart(build_search_mask(record.trace, iteration), width="stretch")
-    right.plotly_chart(build_cost_chart(record.trace, iteration), width="stretch")
+    right.plotly_chart(build_sorted_costs(record.trace, iteration), width="stretch")
     st.plotly_chart(build_search_progress(record.trace, iteration), width="stretch")
+    st.plotly_chart(build_cost_chart(record.trace, iteration), width="stretch")
     trials = random_trials_for(record)
     heads = int((~record.mask).sum())
     if trials:

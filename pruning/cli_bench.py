@@ -10,6 +10,7 @@ evaluates the A*-pruned model (heads physically removed) on the test split.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
@@ -41,7 +42,17 @@ def add_bench_commands(commands: Any) -> None:
     astar.add_argument("--budget", type=float, default=1.0, help="metric points (default 1.0)")
     astar.add_argument("--metric", choices=("accuracy", "mcc", "f1"), default="accuracy")
     astar.add_argument("--split", choices=("validation", "train"), default="validation")
-    astar.add_argument("--examples", type=int, default=256, help="evaluation texts (default 256)")
+    astar.add_argument(
+        "--examples", type=int, default=256, help="evaluation texts (default 256; 0 = whole split)"
+    )
+    astar.add_argument(
+        "--prefix-evaluations",
+        type=int,
+        default=0,
+        help="time both engines on the first N evaluations of the search only (the same "
+        "prefix, checked identical) instead of the whole search; skips random pruning and the "
+        "test evaluation (0 = the whole search)",
+    )
     astar.add_argument("--random-trials", type=int, default=20, help="0 skips random pruning")
     astar.add_argument("--skip-naive", action="store_true", help="time the fast engine only")
     astar.add_argument("--out", type=Path, help="also write the result JSON to this file")
@@ -56,6 +67,49 @@ def add_bench_commands(commands: Any) -> None:
     cli_bench_ray.add_arguments(kinds.add_parser("ray", help=cli_bench_ray.HELP))
     add_editor_bench(kinds)
     add_astar_paper_bench(kinds)
+
+
+class _PrefixDone(Exception):
+    """The timed prefix of a search is complete."""
+
+
+def _timed_prefix(
+    evaluator: Any, n_layers: int, n_heads: int, budget: float, evaluations: int
+) -> dict[str, Any]:
+    """Time the first ``evaluations`` masks of an A* search (baseline included)."""
+    import torch
+
+    from pruning.methods.search_core import astar_search
+
+    metrics: list[float] = []
+
+    def many(masks: Any) -> list[float]:
+        take = list(masks)[: evaluations - len(metrics)]
+        values = evaluator.evaluate_many(take) if take else []
+        metrics.extend(float(v) for v in values)
+        if len(take) < len(masks):
+            raise _PrefixDone
+        return list(values)
+
+    started = time.perf_counter()
+    with contextlib.suppress(_PrefixDone):
+        astar_search(
+            lambda mask: many([mask])[0],
+            n_layers,
+            n_heads,
+            budget,
+            evaluate_many=many,
+            on_iteration=lambda payload: evaluator.set_anchor(
+                torch.tensor(payload["mask"], dtype=torch.bool)
+            ),
+        )
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "evaluations": len(metrics),
+        "evaluations_per_second": len(metrics) / max(seconds, 1e-9),
+        "metrics": metrics,
+    }
 
 
 def _timed_search(evaluator: Any, n_layers: int, n_heads: int, budget: float) -> dict[str, Any]:
@@ -77,6 +131,7 @@ def _timed_search(evaluator: Any, n_layers: int, n_heads: int, budget: float) ->
     )
     seconds = time.perf_counter() - started
     return {
+        "evaluations_per_second": result.evaluations / max(seconds, 1e-9),
         "seconds": seconds,
         "pruned": [list(head) for head in result.pruned],
         "heads_pruned": len(result.pruned),
@@ -121,6 +176,7 @@ def bench_astar(args: argparse.Namespace) -> int:
     from cache.fingerprints import software_versions
     from cache.model_store import ModelStore, check_label_compatibility
     from pruning.batching import make_batches
+    from pruning.bench_quality import write_atomic
     from pruning.cli_common import data_spec_from_args, parse_model_arg
     from pruning.data import DataSpec, load_dataset
     from pruning.evaluate import evaluate_split
@@ -129,8 +185,10 @@ def bench_astar(args: argparse.Namespace) -> int:
     from pruning.methods.search_core import random_budget_trials
     from pruning.models import pick_device
 
-    if args.examples < 1:
-        raise ValueError("--examples must be at least 1.")
+    if args.examples < 0:
+        raise ValueError("--examples must be at least 1 (or 0 for the whole split).")
+    if args.prefix_evaluations < 0:
+        raise ValueError("--prefix-evaluations must be 0 (the whole search) or more.")
     if not 0 <= args.budget <= 100:
         raise ValueError("--budget must be between 0 and 100 metric points.")
     device = pick_device(args.device)
@@ -151,7 +209,8 @@ def bench_astar(args: argparse.Namespace) -> int:
     check_label_compatibility(entry.label_names, dataset.label_names)
     loaded = entry.load(device=device)
     description = f"{entry.info.get('model_label', 'model')} (prepared {entry.key})"
-    split = dataset.split(args.split).subset(args.examples, seed=0)
+    whole = dataset.split(args.split)
+    split = whole.subset(args.examples, seed=0) if args.examples else whole
     model, tokenizer = loaded.model, loaded.tokenizer
     n_layers, n_heads = head_grid(model)
     batches = [
@@ -161,7 +220,14 @@ def bench_astar(args: argparse.Namespace) -> int:
         )
     ]
     fast = FastMaskEvaluator(model, batches, metric=args.metric)
-    runs = {"fast": _timed_search(fast, n_layers, n_heads, args.budget)}
+    prefix = args.prefix_evaluations
+
+    def timed(evaluator: Any) -> dict[str, Any]:
+        if prefix:
+            return _timed_prefix(evaluator, n_layers, n_heads, args.budget, prefix)
+        return _timed_search(evaluator, n_layers, n_heads, args.budget)
+
+    runs = {"fast": timed(fast)}
     if not args.skip_naive:
         naive = NaiveMaskEvaluator(
             model,
@@ -171,7 +237,7 @@ def bench_astar(args: argparse.Namespace) -> int:
             metric=args.metric,
             text_pairs=split.text_pairs,
         )
-        runs["naive"] = _timed_search(naive, n_layers, n_heads, args.budget)
+        runs["naive"] = timed(naive)
     report: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} · {torch.get_num_threads()} threads · {device}",
@@ -186,9 +252,22 @@ def bench_astar(args: argparse.Namespace) -> int:
     }
     for name, run in runs.items():
         report[name] = {k: v for k, v in run.items() if k != "mask"}
+    if prefix:
+        report["prefix_evaluations"] = prefix
     if "naive" in runs:
-        report["identical_pruned_set"] = runs["fast"]["pruned"] == runs["naive"]["pruned"]
+        same = "metrics" if prefix else "pruned"
+        report["identical_pruned_set" if not prefix else "identical_prefix"] = (
+            runs["fast"][same] == runs["naive"][same]
+        )
         report["speedup"] = runs["naive"]["seconds"] / max(runs["fast"]["seconds"], 1e-9)
+    if prefix:
+        if args.out is not None:
+            write_atomic(args.out, json.dumps(report, indent=2) + "\n")
+        if args.json:
+            emit_json(report)
+        else:
+            _print_prefix(report)
+        return 0
     if args.random_trials > 0:
         started = time.perf_counter()
         trials = random_budget_trials(
@@ -209,13 +288,29 @@ def bench_astar(args: argparse.Namespace) -> int:
     pruned = evaluate_split(pruned_model, tokenizer, test).to_dict()
     report["test"] = {"dense": dense, "pruned": pruned, "texts": len(test)}
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(args.out, json.dumps(report, indent=2) + "\n")
     if args.json:
         emit_json(report)
         return 0
     _print_astar(report)
     return 0
+
+
+def _print_prefix(report: dict[str, Any]) -> None:
+    print(
+        f"A* search prefix ({report['prefix_evaluations']} evaluations) on {report['model']} · "
+        f"{report['examples']} {report['split']} texts · {report['machine']} · {report['date']}"
+    )
+    for name in ("fast", "naive"):
+        if name in report:
+            run = report[name]
+            print(
+                f"  {name:5} engine: {run['evaluations']} evaluations in {run['seconds']:.1f} s "
+                f"({run['evaluations_per_second']:.3f} per second)"
+            )
+    if "speedup" in report:
+        same = "identical" if report["identical_prefix"] else "DIFFERENT"
+        print(f"  fast engine is {report['speedup']:.1f}x faster; the metrics are {same}")
 
 
 def _print_astar(report: dict[str, Any]) -> None:

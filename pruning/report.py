@@ -145,12 +145,20 @@ FigureList = list[tuple[go.Figure, str]]
 
 def _search_figures(record: RunRecord) -> FigureList:
     from viz.search import build_search_mask, build_search_progress, search_iterations
+    from viz.search_figure8 import build_sorted_costs
 
     if not search_iterations(record.trace):
         return []
     return [
         (build_search_mask(record.trace), "The head grid after the last iteration."),
-        (build_search_progress(record.trace), "Metric, budget used and evaluations per iteration."),
+        (
+            build_sorted_costs(record.trace),
+            "Costs (drop from the unpruned model) of the pruned and eliminated heads, sorted.",
+        ),
+        (
+            build_search_progress(record.trace),
+            "Metric, budget used and heads searched per iteration.",
+        ),
     ]
 
 

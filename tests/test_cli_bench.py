@@ -58,3 +58,27 @@ def test_bench_astar_needs_a_prepared_classifier(
     code = main(["bench", "astar", "--budget", "-1"])
     assert code == 2
     assert "--budget" in capsys.readouterr().err
+
+
+def test_bench_astar_times_both_engines_on_the_same_search_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    out = tmp_path / "prefix.json"
+    code = main(
+        [
+            "bench", "astar", "--model", str(model.path), "--data", str(data.path),
+            "--examples", "0", "--budget", "10", "--prefix-evaluations", "5", "--device", "cpu",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(out.read_text())
+    assert report["examples"] == 12 and report["prefix_evaluations"] == 5
+    fast, naive = report["fast"], report["naive"]
+    assert fast["evaluations"] == naive["evaluations"] == 5
+    assert report["identical_prefix"] is True and fast["metrics"] == naive["metrics"]
+    assert fast["evaluations_per_second"] > 0 and report["speedup"] > 0
+    assert "random" not in report and "test" not in report
+    assert "fast engine is" in captured.out and "metrics are identical" in captured.out

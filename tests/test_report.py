@@ -28,7 +28,7 @@ LABELS = ("<i>rotten</i>", 'fresh & "good"')
 # method -> (config, figures the report draws for it besides the mask heatmap)
 RUNS: dict[str, tuple[dict[str, object], int]] = {
     "hisp": ({"sparsity": 0.5}, 0),
-    "astar": ({"budget": 5.0}, 2),  # the head grid after the search, the search progress
+    "astar": ({"budget": 5.0}, 3),  # head grid after the search, sorted costs, search progress
     "autoattention": ({"steps": 6, "snapshot_every": 2, "batch_size": 8}, 2),  # curves, animation
     "mcap": (
         {

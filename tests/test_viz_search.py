@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,27 +24,53 @@ from viz import (
 )
 from viz.grid import KEPT_COLOUR
 from viz.search import (
+    BUDGET_TEXT,
     CELL_ELIMINATED,
     CELL_PRUNED_NOW,
     CELL_REMOVED,
     CELL_SEARCHED,
     ELIMINATED_COLOUR,
+    FREE_TEXT,
     MAX_TICK_LABELS,
     PRUNED_COLOUR,
     STATUS_COLOURS,
     SearchTrace,
+    cost_axis_range,
 )
+from viz.search_trace import zero_budget_iteration
 
-# Additive costs (metric points lost when a head goes) on a 3 x 4 grid. With a budget of 1.0 the
-# search prunes (0,0) (0,1) (2,0) (1,0) (2,1) (1,1) in that order: ties go to the lower (layer,
-# head), and each iteration eliminates the heads whose cost exceeds the budget left.
+# Costs from the unpruned model A (metric points lost when a head goes alone) on a 3 x 4 grid; the
+# metric is additive, A - the sum of the removed heads' costs. With a budget of 1.0 A* prunes (0,0)
+# (0,1) (2,0) (1,0) (2,1) (1,1) in that order (ties go to the lower (layer, head)); iteration 1
+# eliminates (0,2) and every dearer head: their increments 0, 0, 0.1, 0.2, 0.3, 0.5, ... add up to
+# more than the budget (Figure 6, lines 16-28).
 COSTS = np.array([[0.0, 0.0, 0.5, 2.0], [0.1, 0.3, 1.5, 3.0], [0.0, 0.2, 0.8, 4.0]])
 BASELINE = 90.0
 ORDER = [(0, 0), (0, 1), (2, 0), (1, 0), (2, 1), (1, 1)]
+# Figure 8c's shape: heads with negative costs lift the metric above A, then it falls back to A
+# and below. Each head removed past the fourth costs 0.25 more (RISE_DECAY), so costs grow as the
+# search goes on. Budget 0.5: 8 heads pruned, 4 eliminated (3 at iteration 1, 1 at the last).
+RISE = np.array([[-0.5, -0.25, 0.0, 0.25], [-0.25, 0.0, 0.0, 0.25], [0.0, 0.25, 0.25, 2.0]])
+RISE_BUDGET, RISE_DECAY, RISE_FREE = 0.5, 0.25, 4
+RISE_ORDER = [(0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (1, 2), (2, 0), (0, 3)]
+RISE_METRICS = [90.5, 90.75, 91.0, 91.0, 90.75, 90.5, 90.25, 89.75, 89.75]
+TOLERANCE = 1e-9
+
+Head = tuple[int, int]
 
 
 def _event(kind: str, data: dict[str, Any], step: int) -> dict[str, Any]:
     return {"kind": kind, "step": step, "fraction": 0.5, "message": kind, "data": data}
+
+
+def oracle(costs: np.ndarray, decay: float = 0.0, free: int = 0) -> Callable[[list[Head]], float]:
+    """The metric without ``removed``: A - their costs - ``decay`` per head past ``free``."""
+
+    def metric(removed: list[Head]) -> float:
+        extra = decay * max(0, len(removed) - free)
+        return BASELINE - float(sum(costs[h] for h in removed)) - extra
+
+    return metric
 
 
 def search_trace(
@@ -51,16 +78,23 @@ def search_trace(
     budget: float = 1.0,
     *,
     algorithm: str = "astar",
-    eliminate: bool = True,
+    decay: float = 0.0,
+    free: int = 0,
 ) -> list[dict[str, Any]]:
-    """A trace of A* (or the global column search) on additive per-head costs, by hand."""
+    """A trace of A* (local / global: no elimination) on the :func:`oracle`, by hand.
+
+    Follows Figure 6 as pruning.methods.search_core does (test_fixture_matches_search_core
+    checks it): costs from A, the cheapest pruned while its clamped cost is <= the budget,
+    increments ``max(0, C_y) - C_x`` eliminating from the first one that does not fit.
+    """
     n_layers, n_heads = costs.shape
+    metric_of = oracle(costs, decay, free)
     if algorithm == "global":
         units = [tuple((layer, h) for layer in range(n_layers)) for h in range(n_heads)]
     else:
         units = [((layer, h),) for layer in range(n_layers) for h in range(n_heads)]
 
-    def label(unit: tuple[tuple[int, int], ...]) -> str:
+    def label(unit: tuple[Head, ...]) -> str:
         return (
             f"H{unit[0][1]}, all layers"
             if algorithm == "global"
@@ -68,84 +102,109 @@ def search_trace(
         )
 
     events = [_event("stage", {"stage": "evaluating"}, 0)]
-    events.append(
-        _event(
-            "search_start",
-            {
-                "algorithm": algorithm,
-                "baseline": BASELINE,
-                "budget": budget,
-                "metric": "accuracy",
-                "n_layers": n_layers,
-                "n_heads": n_heads,
-                "eval_examples": 256,
-                "search_space": len(units),
-            },
-            1,
-        )
-    )
-    space, mask = list(units), np.ones(costs.shape, dtype=bool)
-    used, evaluations, pruned_all, iteration = 0.0, 0, [], 0
-    stop = "search_space_empty"
+    start = {
+        "algorithm": algorithm,
+        "baseline": BASELINE,
+        "budget": budget,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "search_space": len(units),
+    }
+    events.append(_event("search_start", {**start, "metric": "accuracy"}, 1))
+    space, mask, removed = list(units), np.ones(costs.shape, dtype=bool), []
+    current, evaluations, iteration, stop = BASELINE, 1, 0, "search_space_empty"
     while space:
         iteration += 1
-        cost = {u: float(sum(costs[h] for h in u)) for u in space}
-        ordered = sorted(space, key=lambda u: (cost[u], u))
-        best, before = ordered[0], used
-        fits = cost[best] <= budget - used + 1e-12
+        metrics = {u: metric_of([*removed, *u]) for u in space}
+        cost = {u: BASELINE - metrics[u] for u in space}
+        ordered = sorted(space, key=lambda u: (cost[u], units.index(u)))
+        best, evaluations = ordered[0], evaluations + len(ordered)
+        pruned_cost = max(0.0, cost[best])
+        status = dict.fromkeys(space, "eliminated")
+        increments: dict[tuple[Head, ...], float] = {}
+        fits = pruned_cost <= budget + TOLERANCE
+        space = []
         if fits:
-            used += cost[best]
-            space.remove(best)
+            removed += list(best)
             for head in best:
                 mask[head] = False
-            pruned_all += [list(h) for h in best]
-        eliminated = [u for u in space if eliminate and cost[u] > budget - used + 1e-12]
-        space = [u for u in space if u not in eliminated]
-        evaluations += len(ordered)
-        candidates = [
-            {
-                "heads": [list(h) for h in u],
-                "label": label(u),
-                "cost": cost[u],
-                "metric": BASELINE - before - cost[u],
-                "status": "pruned"
-                if fits and u == best
-                else "eliminated"
-                if u in eliminated
-                else "searched",
-            }
-            for u in ordered
-        ]
+            status[best] = "pruned"
+            space, total = ordered[1:], 0.0
+            if algorithm == "astar":
+                increments = {u: max(0.0, cost[u]) - pruned_cost for u in space}
+                for position, u in enumerate(space):
+                    total += increments[u]
+                    if total > budget - pruned_cost + TOLERANCE:
+                        space = space[:position]
+                        break
+            status.update(dict.fromkeys(space, "searched"))
+            current = metrics[best]
+        used = max(0.0, BASELINE - current)
         data = {
             "iteration": iteration,
             "algorithm": algorithm,
             "pruned": [list(h) for h in best] if fits else [],
-            "cost": cost[best],  # as pruning.methods.search_core: the cheapest, pruned or not
+            "cost": pruned_cost,
             "budget": budget,
             "budget_used": used,
-            "budget_remaining": budget - used,
+            "budget_remaining": max(0.0, budget - used),
             "baseline": BASELINE,
-            "metric": BASELINE - used,
+            "metric": current,
             "evaluations": evaluations,
             "evaluations_this_iteration": len(ordered),
-            "candidates": candidates,
+            "candidates": [
+                {
+                    "heads": [list(h) for h in u],
+                    "label": label(u),
+                    "cost": cost[u],
+                    "metric": metrics[u],
+                    "status": status[u],
+                    **({"increment": increments[u]} if u in increments else {}),
+                }
+                for u in ordered
+            ],
             "mask": mask.tolist(),
         }
         events.append(_event("search_iteration", data, len(events)))
         events.append(_event("progress", {"done": iteration}, len(events)))
         if not fits:
             stop = "over_budget"
-            break
     done = {
         "algorithm": algorithm,
-        "pruned": pruned_all,
+        "pruned": [list(h) for h in removed],
         "evaluations": evaluations,
-        "final_metric": BASELINE - used,
-        "budget_used": used,
+        "final_metric": current,
+        "budget_used": max(0.0, BASELINE - current),
         "stop_reason": stop,
     }
     events.append(_event("search_done", done, len(events)))
     return events
+
+
+def rise_trace() -> list[dict[str, Any]]:
+    """A* on RISE: the metric rises above A, falls back and below it (Figure 8c's shape)."""
+    return search_trace(RISE, RISE_BUDGET, decay=RISE_DECAY, free=RISE_FREE)
+
+
+def legacy_trace(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``trace`` as searches stored it before costs were measured from A.
+
+    Costs were then drops from the previous iteration's model, clamped at 0, with no increments;
+    the budget used was the running sum of the pruned costs.
+    """
+    old, before, used = deepcopy(trace), BASELINE, 0.0
+    for event in old:
+        if event["kind"] != "search_iteration":
+            continue
+        data = event["data"]
+        for candidate in data["candidates"]:
+            candidate["cost"] = max(0.0, before - candidate["metric"])
+            candidate.pop("increment", None)
+        data["cost"] = data["candidates"][0]["cost"] if data["candidates"] else None
+        used += data["cost"] if data["pruned"] else 0.0
+        data.update(budget_used=used, budget_remaining=data["budget"] - used)
+        before = data["metric"]
+    return old
 
 
 def _trials(heads: list[int]) -> list[dict[str, Any]]:
@@ -278,18 +337,20 @@ def test_mask_at_first_iteration() -> None:
     z = np.array(grid.z)
     expected = np.full((3, 4), CELL_SEARCHED)
     expected[0, 0] = CELL_PRUNED_NOW
-    for head in [(0, 3), (1, 2), (1, 3), (2, 3)]:  # cost over the budget of 1.0
+    for head in [(0, 2), (0, 3), (1, 2), (1, 3), (2, 2), (2, 3)]:  # increments over the budget
         expected[head] = CELL_ELIMINATED
     np.testing.assert_array_equal(z, expected)
     assert grid.text[0][0] == "1" and grid.text[0][1] == ""
     assert grid.hovertext[0][0] == (
         "Layer 0 · Head 0<br>pruned at this iteration<br>pruned at iteration 1 (step 1)"
     )
-    assert grid.hovertext[1][2].endswith("(cost over budget)<br>eliminated at iteration 1")
+    assert grid.hovertext[1][2].endswith(
+        "(estimated cost did not fit the budget)<br>eliminated at iteration 1"
+    )
     assert grid.hovertext[0][1] == "Layer 0 · Head 1<br>kept, still searched"
     assert fig.layout.title.text == (
-        "A* search, iteration 1 of 6<br><sup>1 of 12 heads pruned · 4 eliminated · "
-        "7 still searched</sup>"
+        "A* search, iteration 1 of 6<br><sup>1 of 12 heads pruned · 6 eliminated · "
+        "5 still searched</sup>"
     )
     assert list(grid.x) == ["H0", "H1", "H2", "H3"] and list(grid.y) == ["L0", "L1", "L2"]
 
@@ -308,11 +369,11 @@ def test_final_mask_shows_order_and_states() -> None:
         kept[head] = False
     assert (z[kept] == CELL_ELIMINATED).all()  # every head left was eliminated
     assert (text[kept] == "").all()
-    assert grid.hovertext[2][2].endswith("eliminated at iteration 5")
+    assert grid.hovertext[2][2].endswith("eliminated at iteration 1")
     assert grid.hovertext[1][0].endswith("pruned earlier<br>pruned at iteration 4 (step 4)")
     legend = {t.name: t.marker.color for t in fig.data if t.type == "scatter"}
     assert legend["pruned at this iteration"] == PRUNED_COLOUR
-    assert legend["kept, eliminated (cost over budget)"] == ELIMINATED_COLOUR
+    assert legend["kept, eliminated (estimated cost did not fit the budget)"] == ELIMINATED_COLOUR
 
 
 def test_pruning_steps_skip_iterations_that_prune_nothing() -> None:
@@ -335,21 +396,24 @@ def test_pruning_steps_skip_iterations_that_prune_nothing() -> None:
 
 def test_global_search_prunes_whole_columns() -> None:
     costs = np.array([[0.0, 0.4, 0.1], [0.0, 0.9, 0.1]])
-    trace = search_trace(costs, budget=0.5, algorithm="global")
+    trace = search_trace(costs, budget=0.5, algorithm="global")  # no elimination
     parsed = parse_search_trace(trace)
     assert parsed.algorithm == "Global"
-    assert [it["pruned"] for it in parsed.iterations] == [[[0, 0], [1, 0]], [[0, 2], [1, 2]]]
-    grid = _grid(build_search_mask(trace))
+    # Iteration 3: H1 would cost 0.2 + 1.3 = 1.5 from A, over the budget; it is eliminated.
+    assert [it["pruned"] for it in parsed.iterations] == [[[0, 0], [1, 0]], [[0, 2], [1, 2]], []]
+    grid = _grid(build_search_mask(trace, 2))
     np.testing.assert_array_equal(
         np.array(grid.z),
-        [[CELL_REMOVED, CELL_ELIMINATED, CELL_PRUNED_NOW]] * 2,
+        [[CELL_REMOVED, CELL_SEARCHED, CELL_PRUNED_NOW]] * 2,
     )
     assert [row[0] for row in grid.text] == ["1", "1"] and [row[2] for row in grid.text] == [
         "2"
     ] * 2
+    assert np.array(_grid(build_search_mask(trace)).z)[0, 1] == CELL_ELIMINATED
     chart = build_cost_chart(trace, 1)
     assert list(chart.data[0].x) == ["H0, all layers", "H2, all layers", "H1, all layers"]
     np.testing.assert_allclose(chart.data[0].y, [0.0, 0.2, 1.3])
+    np.testing.assert_allclose(build_cost_chart(trace, 3).data[0].y, [1.5])
 
 
 @pytest.mark.parametrize("shape", [(12, 12), (24, 16)])
@@ -372,45 +436,101 @@ def test_large_grids(shape: tuple[int, int]) -> None:
 def test_cost_chart_colours_bars_by_status() -> None:
     fig = build_cost_chart(search_trace(), 5)
     bars = fig.data[0]
-    # Iteration 5 evaluates (2,1) 0.2, (1,1) 0.3, (0,2) 0.5, (2,2) 0.8 with 0.9 of the budget left.
-    assert list(bars.x) == ["L2 H1", "L1 H1", "L0 H2", "L2 H2"]
-    np.testing.assert_allclose(bars.y, [0.2, 0.3, 0.5, 0.8])
-    statuses = ["pruned", "searched", "searched", "eliminated"]
-    assert list(bars.marker.color) == [STATUS_COLOURS[s] for s in statuses]
+    # Iteration 5, after (0,0) (0,1) (2,0) (1,0) are pruned (the metric 0.1 below A): (2,1) costs
+    # 0.1 + 0.2 from A, (1,1) 0.1 + 0.3.
+    assert list(bars.x) == ["L2 H1", "L1 H1"]
+    np.testing.assert_allclose(bars.y, [0.3, 0.4])
+    assert list(bars.marker.color) == [STATUS_COLOURS["pruned"], STATUS_COLOURS["searched"]]
     assert STATUS_COLOURS["searched"] == KEPT_COLOUR
-    assert _shape_ys(fig)["budget before this prune"] == pytest.approx(0.9)
+    # The line is the given budget B (the cost from A a head may have and still be pruned),
+    # no longer the budget left before the prune: costs are measured from A, not from the
+    # previous model.
+    assert _shape_ys(fig)["budget"] == 1.0
     assert list(fig.layout.xaxis.categoryarray) == list(bars.x)
     assert fig.layout.xaxis.showticklabels is True
-    assert "cost: 0.8 points" in bars.hovertext[3] and "eliminated" in bars.hovertext[3]
-    assert "pruned L2 H1 · 1 eliminated · 0 cost nothing" in fig.layout.title.text
-    assert {t.name for t in fig.data[1:]} == {"pruned", "still searched", "eliminated"}
+    assert bars.hovertext[1] == (
+        "L1 H1<br>cost from A: 0.4 points<br>Accuracy without it: 89.6<br>"
+        "increment (Figure 6, line 20): 0.1 points<br>still searched"
+    )
+    assert "pruned L2 H1 · 0 eliminated · 0 free" in fig.layout.title.text
+    assert "drop from the unpruned model" in fig.layout.title.text
+    assert [t.name for t in fig.data[1:]] == ["pruned", "still searched"]
+    assert fig.layout.yaxis.range == pytest.approx((0.0, 1.12))
+
+
+def test_cost_chart_shows_negative_costs() -> None:
+    fig = build_cost_chart(rise_trace(), 1)
+    bars = fig.data[0]
+    assert list(bars.x) == [
+        "L0 H0", "L0 H1", "L1 H0", "L0 H2", "L1 H1", "L1 H2",
+        "L2 H0", "L0 H3", "L1 H3", "L2 H1", "L2 H2", "L2 H3",
+    ]  # fmt: skip
+    assert list(bars.y) == [-0.5, -0.25, -0.25, 0, 0, 0, 0, 0.25, 0.25, 0.25, 0.25, 2.0]
+    statuses = ["pruned"] + ["searched"] * 8 + ["eliminated"] * 3
+    assert list(bars.marker.color) == [STATUS_COLOURS[s] for s in statuses]
+    assert _shape_ys(fig)["budget"] == RISE_BUDGET
+    (budget,) = [a for a in fig.layout.annotations if "budget B" in a.text]
+    assert budget.text == f"{BUDGET_TEXT}: 0.5"
+    assert fig.layout.yaxis.range == pytest.approx((-0.5 * 1.12, 2.0 * 1.12))
+    assert fig.layout.yaxis.zeroline is True
+    assert bars.hovertext[0] == (
+        "L0 H0<br>cost from A: -0.5 points<br>Accuracy without it: 90.5<br>pruned"
+    )
+    assert "increment (Figure 6, line 20): 0 points" in bars.hovertext[1]
+    assert "pruned L0 H0 · 3 eliminated · 7 free" in fig.layout.title.text
+    # Iteration 8: the metric is back at A, so (0,3) costs 0.25 from A and fits B = 0.5.
+    later = build_cost_chart(rise_trace(), 8)
+    assert list(later.data[0].y) == [0.25, 0.25]
+    assert _shape_ys(later)["budget"] == RISE_BUDGET
+    assert later.layout.yaxis.range == pytest.approx((0.0, 0.5 * 1.12))
 
 
 def test_cost_chart_marks_free_candidates() -> None:
-    fig = build_cost_chart(search_trace(), 1)
-    (dots,) = [t for t in fig.data if t.name == "zero cost"]
-    assert list(dots.x) == ["L0 H0", "L0 H1", "L2 H0"] and list(dots.y) == [0, 0, 0]
-    assert list(dots.marker.color) == [PRUNED_COLOUR, KEPT_COLOUR, KEPT_COLOUR]
-    assert _shape_ys(fig)["budget before this prune"] == 1.0
-    assert "pruned L0 H0 · 4 eliminated · 3 cost nothing" in fig.layout.title.text
-    assert not any(t.name == "zero cost" for t in build_cost_chart(search_trace(), 5).data)
+    fig = build_cost_chart(rise_trace(), 1)
+    (dots,) = [t for t in fig.data if t.name == FREE_TEXT and t.x[0] is not None]
+    free = ["L0 H0", "L0 H1", "L1 H0", "L0 H2", "L1 H1", "L1 H2", "L2 H0"]  # cost <= 0
+    assert list(dots.x) == free and list(dots.y) == [0] * 7
+    assert list(dots.marker.color) == [PRUNED_COLOUR] + [KEPT_COLOUR] * 6
+    assert list(dots.marker.size) == [10] + [6] * 6
+    (legend,) = [t for t in fig.data if t.name == FREE_TEXT and t.x[0] is None]
+    assert legend.showlegend is not False
+    assert FREE_TEXT == "free: the metric stays at or above A"
+    assert "1 eliminated · 0 free" in build_cost_chart(rise_trace(), 9).layout.title.text
+    assert not any(t.name == FREE_TEXT for t in build_cost_chart(rise_trace(), 9).data)
 
 
 def test_cost_chart_when_the_search_stops() -> None:
-    trace = search_trace(budget=0.25, eliminate=False)
-    assert search_iterations(trace) == [1, 2, 3, 4, 5]
-    fig = build_cost_chart(trace, 5)  # (2,1) costs 0.2 but only 0.15 is left: nothing pruned
-    assert _shape_ys(fig)["budget before this prune"] == pytest.approx(0.15)
-    trace[-3]["data"]["cost"] = None  # the schema allows None where nothing was pruned
-    assert _shape_ys(build_cost_chart(trace, 5))["budget before this prune"] == pytest.approx(0.15)
-    assert set(fig.data[0].marker.color) == {STATUS_COLOURS["searched"]}
+    trace = rise_trace()
+    fig = build_cost_chart(trace, 9)  # (1,3) costs 0.75 from A, over B = 0.5: nothing pruned
+    # The old chart drew budget_remaining + cost (0.25 here); the rule is the given budget B.
+    assert _shape_ys(fig)["budget"] == RISE_BUDGET
+    assert list(fig.data[0].y) == [0.75]
+    assert list(fig.data[0].marker.color) == [STATUS_COLOURS["eliminated"]]
     assert "nothing pruned" in fig.layout.title.text
+    assert fig.layout.yaxis.range == pytest.approx((0.0, 0.75 * 1.12))
     progress = build_search_progress(trace)
-    assert "stopped: the cheapest candidate costs more than the budget left" in (
-        progress.layout.title.text
+    assert (
+        "stopped: the cheapest candidate's cost from the unpruned model exceeds the budget"
+        in progress.layout.title.text
     )
     mask = build_search_mask(trace)
     assert not (np.array(_grid(mask).z) == CELL_PRUNED_NOW).any()
+
+
+def test_cost_chart_without_a_budget_anywhere() -> None:
+    trace = rise_trace()
+    for event in trace:
+        event["data"].pop("budget", None)
+    fig = build_cost_chart(trace, 1)
+    assert "budget" not in _shape_ys(fig)
+    assert fig.layout.yaxis.range == pytest.approx((-0.56, 2.24))
+
+
+def test_cost_axis_range_edges() -> None:
+    assert cost_axis_range([0.0, 0.0], 0.0) == [0.0, 1.0]
+    assert cost_axis_range([], None) == [0.0, 1.0]
+    bottom, top = cost_axis_range([-1.0, -0.5], 0.0)  # every cost negative, budget 0
+    assert bottom == pytest.approx(-1.12) and top == pytest.approx(0.06 * 1.12)
 
 
 def test_search_that_stops_immediately() -> None:
@@ -423,6 +543,8 @@ def test_search_that_stops_immediately() -> None:
     progress = build_search_progress(trace, 1)
     assert list(progress.data[0].x) == [0, 1]
     assert list(progress.data[0].y) == [BASELINE, BASELINE]
+    assert "zero-budget point" not in {s.name for s in progress.layout.shapes}
+    assert "budget never used" in progress.layout.title.text
 
 
 def test_search_without_iterations_explains_itself() -> None:
@@ -443,28 +565,116 @@ def test_progress_series_lines_and_marker() -> None:
     assert list(by_name["metric"].x) == [0, 1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose(by_name["metric"].y, [90, 90, 90, 90, 89.9, 89.7, 89.4])
     np.testing.assert_allclose(by_name["budget used"].y, [0, 0, 0, 0, 0.1, 0.3, 0.6])
-    assert list(by_name["evaluations"].x) == [1, 2, 3, 4, 5, 6]
-    assert list(by_name["evaluations"].y) == [12, 7, 6, 5, 4, 2]
+    assert list(by_name["heads searched"].x) == [1, 2, 3, 4, 5, 6]
+    assert list(by_name["heads searched"].y) == [12, 5, 4, 3, 2, 1]
+    assert by_name["heads searched"].hovertext[1] == (
+        "iteration 2: 5 heads searched (5 evaluations, 18 so far)"
+    )
     lines = _shape_ys(fig)
     assert lines["baseline"] == BASELINE
     assert lines["floor"] == pytest.approx(BASELINE - 1.0)
     assert lines["budget"] == 1.0
     (marker,) = [s for s in fig.layout.shapes if s.name == "iteration marker"]
     assert marker.x0 == marker.x1 == 3
-    assert "6 heads pruned in 6 iterations, 36 evaluations" in fig.layout.title.text
+    (zero,) = [s for s in fig.layout.shapes if s.name == "zero-budget point"]
+    assert zero.x0 == zero.x1 == 3  # iteration 4 is the first below A
+    assert "6 heads pruned in 6 iterations, 28 evaluations" in fig.layout.title.text
+    assert "with zero budget 3 heads pruned (iteration 3)" in fig.layout.title.text
     assert not any(
         s.name == "iteration marker" for s in build_search_progress(search_trace()).layout.shapes
     )
+
+
+def test_progress_of_a_search_that_rises_then_falls() -> None:
+    fig = build_search_progress(rise_trace())
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["metric"].x) == list(range(10))
+    assert list(by_name["metric"].y) == [BASELINE, *RISE_METRICS]
+    # Budget used is max(0, A - metric): 0 while the metric is at or above A.
+    assert list(by_name["budget used"].y) == [0.0] * 8 + [0.25, 0.25]
+    assert list(by_name["heads searched"].y) == [12, 8, 7, 6, 5, 4, 3, 2, 1]
+    assert [a.text for a in fig.layout.annotations[:3]] == [
+        "Accuracy after each iteration",
+        "Budget used",
+        "Heads searched",
+    ]
+    assert fig.layout.yaxis3.title.text == "heads searched"
+    (baseline,) = [s for s in fig.layout.shapes if s.name == "baseline"]
+    assert baseline.y0 == BASELINE and baseline.line.dash == "dot"
+    (budget,) = [s for s in fig.layout.shapes if s.name == "budget"]
+    assert budget.y0 == RISE_BUDGET and budget.line.dash == "dash"
+    (zero,) = [s for s in fig.layout.shapes if s.name == "zero-budget point"]
+    assert (zero.x0, zero.x1, zero.yref, zero.line.dash) == (7, 7, "paper", "dot")
+    (note,) = [a for a in fig.layout.annotations if a.text == "budget first used"]
+    assert note.x == 7
+    assert "with zero budget 7 heads pruned (iteration 7)" in fig.layout.title.text
+    assert zero_budget_iteration(parse_search_trace(rise_trace())) == 7
+
+
+def test_zero_budget_point() -> None:
+    running = [e for e in rise_trace() if e["kind"] != "search_done"][:16]  # 7 iterations
+    assert search_iterations(running) == list(range(1, 8))
+    assert zero_budget_iteration(parse_search_trace(running)) is None  # never below A yet
+    fig = build_search_progress(running)
+    assert "zero-budget point" not in {s.name for s in fig.layout.shapes}
+    assert "budget first used" not in {a.text for a in fig.layout.annotations}
+    assert "budget never used; search still running" in fig.layout.title.text
+    dearer = search_trace(COSTS + 0.1, budget=1.0)  # the first prune already drops below A
+    assert zero_budget_iteration(parse_search_trace(dearer)) == 0
+    shapes = build_search_progress(dearer).layout.shapes
+    (zero,) = [s for s in shapes if s.name == "zero-budget point"]
+    assert zero.x0 == zero.x1 == 0
+    no_baseline = rise_trace()
+    for event in no_baseline:
+        event["data"].pop("baseline", None)
+    assert zero_budget_iteration(parse_search_trace(no_baseline)) is None
 
 
 def test_progress_of_a_running_search() -> None:
     trace = [e for e in search_trace() if e["kind"] != "search_done"][:8]  # three iterations
     fig = build_search_progress(trace, 3)
     assert list(fig.data[0].x) == [0, 1, 2, 3]
-    assert "3 heads pruned in 3 iterations, 25 evaluations; search still running" in (
+    assert "3 heads pruned in 3 iterations, 22 evaluations<br>budget never used; search still " in (
         fig.layout.title.text
     )
     assert search_iterations(trace) == [1, 2, 3]
+
+
+def test_old_traces_still_render() -> None:
+    """Runs stored before costs were measured from A: non-negative costs from the previous model."""
+    old = legacy_trace(rise_trace())
+    parsed = parse_search_trace(old)
+    assert all(c["cost"] >= 0 for it in parsed.iterations for c in it["candidates"])
+    chart = build_cost_chart(old, 8)
+    assert list(chart.data[0].y) == [0.5, 0.5]  # 90.25 -> 89.75: a drop of 0.5 from iteration 7
+    assert _shape_ys(chart)["budget"] == RISE_BUDGET
+    progress = build_search_progress(old)
+    assert list(progress.data[0].y) == [BASELINE, *RISE_METRICS]
+    (zero,) = [s for s in progress.layout.shapes if s.name == "zero-budget point"]
+    assert zero.x0 == 7  # read from the metric, the same in both meanings
+    for fig in (chart, progress, build_search_mask(old)):
+        assert fig.to_json()
+
+
+def test_fixture_matches_search_core() -> None:
+    """The hand-made traces are what pruning.methods.search_core records (same payloads)."""
+    search_core = pytest.importorskip("pruning.methods.search_core")
+    metric_of = oracle(RISE, RISE_DECAY, RISE_FREE)
+
+    def evaluate(mask: Any) -> float:
+        layers, heads = np.nonzero(~mask.numpy())
+        return metric_of([(int(a), int(b)) for a, b in zip(layers, heads, strict=True)])
+
+    for search, ours in [
+        (search_core.astar_search, rise_trace()),
+        (search_core.local_search, search_trace(RISE, 0.5, algorithm="local", decay=0.25, free=4)),
+    ]:
+        starts: list[dict[str, Any]] = []
+        result = search(evaluate, 3, 4, RISE_BUDGET, on_start=starts.append)
+        mine = parse_search_trace(ours)
+        assert mine.start == {**starts[0], "metric": "accuracy"}
+        assert list(mine.iterations) == result.iterations
+        assert mine.done is not None and mine.done["stop_reason"] == result.stop_reason
 
 
 @pytest.mark.parametrize("iteration", [0, 7, -1, True])

@@ -3,9 +3,13 @@
 :func:`parse_search_trace` (:mod:`viz.search_trace`) picks the search events out of a stored
 trace; the builders here replay them after Parnami et al., "Pruning Attention Heads of Transformer
 Models Using A* Search" (2021): the head grid at an iteration, that iteration's sorted candidate
-costs against the budget, metric / budget / evaluations per iteration (their Figure 8) and random
-trials against the searches (Figures 9 and 10).
-Masks are bool ``(n_layers, n_heads)``, **True = keep**; costs and budgets are in metric points.
+costs against the budget, metric / budget used / heads searched per iteration (their Figure 8c)
+and random trials against the searches (Figures 9 and 10); every head at its cost when it was
+pruned or eliminated (Figure 8b) is in :mod:`viz.search_figure8`.
+A cost is the drop from the unpruned model ``A`` (``A - P``, their Section 3.2.2), negative when
+removing a head lifts the metric above ``A``; a head is pruned while its cost, clamped at 0, is
+within the given budget ``B``. Masks are bool ``(n_layers, n_heads)``, **True = keep**; costs and
+budgets are in metric points.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from viz.search_trace import (
     iteration_position,
     parse_search_trace,
     search_iterations,
+    zero_budget_iteration,
 )
 
 __all__ = [
@@ -58,12 +63,14 @@ SEARCH_LINE_COLOURS = ("#d55e00", "#0072b2", "#009e73", "#cc79a7", "#e69f00", "#
 STATUS_COLOURS = {"pruned": PRUNED_COLOUR, "eliminated": ELIMINATED_COLOUR, "searched": KEPT_COLOUR}
 STATUS_NAMES = {"pruned": "pruned", "eliminated": "eliminated", "searched": "still searched"}
 MAX_TICK_LABELS = 60
+BUDGET_TEXT = "budget B (a head is pruned while its cost from A stays under it)"
+FREE_TEXT = "free: the metric stays at or above A"
 
 # Cell states of the search grid (z of its heatmap).
 CELL_SEARCHED, CELL_ELIMINATED, CELL_REMOVED, CELL_PRUNED_NOW = 0, 1, 2, 3
 CELL_NAMES = (
     "kept, still searched",
-    "kept, eliminated (cost over budget)",
+    "kept, eliminated (estimated cost did not fit the budget)",
     "pruned earlier",
     "pruned at this iteration",
 )
@@ -76,7 +83,7 @@ CELL_COLOURSCALE = [  # stepped: state k gets exactly CELL_COLOURS[k] on zmin=0.
 _LINE = {"color": MARK_COLOUR, "width": 1.2}
 _STOP_REASONS = {  # pruning.methods.search_core's codes
     "search_space_empty": "no candidates left",
-    "over_budget": "the cheapest candidate costs more than the budget left",
+    "over_budget": "the cheapest candidate's cost from the unpruned model exceeds the budget",
     "trials_done": "all trials done",
 }
 _SQUARE_EDGE = {"color": "#999999", "width": 1}
@@ -209,14 +216,68 @@ def build_search_mask(
     return fig
 
 
+def cost_axis_range(costs: Sequence[float], budget: float | None) -> list[float]:
+    """y range of a cost chart: every cost (negative ones too), zero and the budget, 12% spare."""
+    bottom = min([0.0, *costs]) * 1.12
+    top = max([0.0, *costs, *([] if budget is None else [budget])]) * 1.12
+    if top == bottom:
+        return [0.0, 1.0]
+    return [bottom, max(top, 0.06 * (top - bottom))]  # room above zero when every cost is < 0
+
+
+def add_budget_line(fig: go.Figure, budget: float) -> None:
+    """The given budget ``B`` as the dashed horizontal shape named "budget"."""
+    fig.add_hline(
+        y=budget,
+        line={**_LINE, "dash": "dash"},
+        name="budget",
+        annotation_text=f"{BUDGET_TEXT}: {format_score(budget)}",
+        annotation_position="top left",
+    )
+
+
+def style_cost_axes(
+    fig: go.Figure, labels: list[str], costs: list[float], budget: float | None, what: str
+) -> None:
+    """Category x axis in bar order (tick labels hidden when crowded) and the cost y axis."""
+    crowded = len(labels) > MAX_TICK_LABELS
+    fig.update_xaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=labels,
+        showticklabels=not crowded,
+        title=f"{what}, cheapest first{' (hover for names)' if crowded else ''}",
+    )
+    fig.update_yaxes(
+        title="cost: drop from A (metric points)",
+        gridcolor="#eeeeee",
+        range=cost_axis_range(costs, budget),
+        zeroline=True,
+        zerolinecolor=MARK_COLOUR,
+        zerolinewidth=1,
+    )
+
+
+def budget_of(parsed: SearchTrace, it: Mapping[str, Any] | None = None) -> float | None:
+    """The given budget ``B`` (the iteration's, else the trace's), or None when none says."""
+    budget = (it or {}).get("budget")
+    budget = parsed.info("budget") if budget is None else budget
+    return None if budget is None else float(budget)
+
+
 def build_cost_chart(trace: SearchTrace | Trace, iteration: int | None = None) -> go.Figure:
     """One iteration's candidates sorted by cost, coloured by what the search did with them.
 
-    Bars: vermillion = pruned, dark purple = eliminated, teal = still searched; candidates that
-    cost nothing (common early in A*) get a dot on the axis so they stay visible. The dashed line
-    is the budget left before this iteration's prune (``budget_remaining`` plus the pruned cost):
-    the cheapest candidate is pruned when it stays under the line. Over 60 bars the tick labels
-    are hidden (hover names each candidate).
+    A candidate's cost is the drop from the unpruned model ``A`` with the heads pruned so far
+    plus this one removed (``A - P``, Parnami et al. Section 3.2.2); it is negative when removing
+    the head lifts the metric above ``A``. Bars: vermillion = pruned, dark purple = eliminated,
+    teal = still searched; candidates with cost <= 0 are free (the metric stays at or above
+    ``A``) and get a dot on the zero line, so those of cost 0 stay visible. The dashed line is the
+    given budget ``B``: the cheapest candidate is pruned while its cost (clamped at 0) stays
+    under it (Figure 6, line 11). The hover shows the cost, the metric without the candidate, its
+    Figure 6 line 20 increment when the trace has one, and its status. Over 60 bars the tick
+    labels are hidden (hover names each candidate). Traces written before costs were measured
+    from ``A`` (non-negative costs from the previous model) draw the same way.
 
     Args:
         trace: the run's trace (or a parsed :class:`SearchTrace`).
@@ -224,8 +285,9 @@ def build_cost_chart(trace: SearchTrace | Trace, iteration: int | None = None) -
 
     Returns:
         A figure whose first trace is the bar trace (``x``: candidate labels cheapest first,
-        ``y``: costs, ``marker.color``: status colours); then the zero-cost dots and legend
-        squares. The budget line is the shape named "budget before this prune".
+        ``y``: costs, ``marker.color``: status colours); then the free-candidate dots (named
+        ``FREE_TEXT``) and legend entries. The budget line is the shape named "budget"; the y
+        axis spans every cost, negative ones included, with a zero line.
 
     Raises:
         ValueError: for a trace without search events, malformed events or an unknown iteration.
@@ -236,20 +298,18 @@ def build_cost_chart(trace: SearchTrace | Trace, iteration: int | None = None) -
         return _message_figure("Candidate costs", f"No search iterations ({_stop_text(parsed)}).")
     it = parsed.iterations[position]
     number, candidates = it["iteration"], sorted(it["candidates"], key=lambda c: float(c["cost"]))
-    title = f"Iteration {number}: costs of {len(candidates)} candidates ({parsed.metric} drop)"
+    title = (
+        f"Iteration {number}: costs of {len(candidates)} candidates "
+        f"({parsed.metric} drop from the unpruned model)"
+    )
     if not candidates:
         return _message_figure(title, f"No candidates were evaluated at iteration {number}.")
 
-    pruned_cost = float(it["cost"]) if it["pruned"] and it.get("cost") is not None else 0.0
-    budget_before = float(it["budget_remaining"]) + pruned_cost
+    budget = budget_of(parsed, it)
     labels = [str(c["label"]) for c in candidates]
     costs = [float(c["cost"]) for c in candidates]
     colours = [STATUS_COLOURS[c["status"]] for c in candidates]
-    hover = [
-        f"{c['label']}<br>cost: {format_score(float(c['cost']))} points<br>{parsed.metric} "
-        f"without it: {format_score(float(c['metric']))}<br>{STATUS_NAMES[c['status']]}"
-        for c in candidates
-    ]
+    hover = [candidate_hover(c, parsed.metric) for c in candidates]
     fig = go.Figure(
         go.Bar(
             x=labels,
@@ -261,7 +321,7 @@ def build_cost_chart(trace: SearchTrace | Trace, iteration: int | None = None) -
             showlegend=False,
         )
     )
-    free = [i for i, cost in enumerate(costs) if cost == 0.0]
+    free = [i for i, cost in enumerate(costs) if cost <= 0.0]
     if free:
         fig.add_scatter(
             x=[labels[i] for i in free],
@@ -270,54 +330,62 @@ def build_cost_chart(trace: SearchTrace | Trace, iteration: int | None = None) -
             marker={  # the pruned candidate's dot is larger, so it stands out among many
                 "color": [colours[i] for i in free],
                 "size": [10 if candidates[i]["status"] == "pruned" else 6 for i in free],
+                "line": {"color": MARK_COLOUR, "width": 1},
             },
             hovertext=[hover[i] for i in free],
             hoverinfo="text",
-            name="zero cost",
+            name=FREE_TEXT,
             showlegend=False,
         )
     for status, colour in STATUS_COLOURS.items():
         if any(c["status"] == status for c in candidates):
             fig.add_trace(_legend_square(STATUS_NAMES[status], colour))
-    fig.add_hline(
-        y=budget_before,
-        line={**_LINE, "dash": "dash"},
-        name="budget before this prune",
-        annotation_text=f"budget left before this prune: {format_score(budget_before)}",
-        annotation_position="top left",
-    )
+    if free:
+        dot = {"color": "white", "size": 8, "line": {"color": MARK_COLOUR, "width": 1}}
+        fig.add_scatter(x=[None], y=[None], mode="markers", marker=dot, name=FREE_TEXT)
+    if budget is not None:
+        add_budget_line(fig, budget)
     eliminated = sum(c["status"] == "eliminated" for c in candidates)
     summary = (
         f"{'pruned ' + _heads_text(it['pruned']) if it['pruned'] else 'nothing pruned'} · "
-        f"{eliminated} eliminated · {len(free)} cost nothing"
+        f"{eliminated} eliminated · {len(free)} free"
     )
-    crowded = len(candidates) > MAX_TICK_LABELS
     fig.update_layout(
         title=_title(title, summary),
         height=420,
         margin={"t": 90, "b": 90, "l": 60, "r": 20},
         plot_bgcolor=GRID_BG,
-        bargap=0.15 if crowded else 0.3,
+        bargap=0.15 if len(candidates) > MAX_TICK_LABELS else 0.3,
         legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
     )
-    fig.update_xaxes(
-        type="category",
-        categoryorder="array",
-        categoryarray=labels,
-        showticklabels=not crowded,
-        title=f"candidates, cheapest first{' (hover for names)' if crowded else ''}",
-    )
-    top = max(budget_before, *costs) * 1.12 or 1.0
-    fig.update_yaxes(title="cost (metric points)", gridcolor="#eeeeee", range=[0, top])
+    style_cost_axes(fig, labels, costs, budget, "candidates")
     return fig
 
 
-def build_search_progress(trace: SearchTrace | Trace, iteration: int | None = None) -> go.Figure:
-    """Metric, budget used and evaluations per iteration, sharing the iteration axis.
+def candidate_hover(candidate: Mapping[str, Any], metric: str, status: str = "") -> str:
+    """Hover of a candidate: its cost from A, the metric without it, its increment, its status."""
+    lines = [
+        str(candidate["label"]),
+        f"cost from A: {format_score(float(candidate['cost']))} points",
+        f"{metric} without it: {format_score(float(candidate['metric']))}",
+    ]
+    if candidate.get("increment") is not None:
+        increment = format_score(float(candidate["increment"]))
+        lines.append(f"increment (Figure 6, line 20): {increment} points")
+    return "<br>".join([*lines, status or STATUS_NAMES[candidate["status"]]])
 
-    Top: the metric after each iteration (iteration 0 = the unpruned baseline), the baseline
-    dotted and the floor ``baseline - budget`` dashed. Middle: budget used, the budget dashed.
-    Bottom: evaluations made in each iteration. With ``iteration`` a vertical line marks it.
+
+def build_search_progress(trace: SearchTrace | Trace, iteration: int | None = None) -> go.Figure:
+    """Metric, budget used and heads searched per iteration (Parnami et al.'s Figure 8c).
+
+    Top: the metric after each iteration (iteration 0 = the unpruned baseline ``A``), ``A``
+    dotted and the floor ``A - B`` dashed; A* often lifts the metric above ``A`` first, then
+    brings it back down. Middle: budget used, ``max(0, A - metric)`` (0 while the metric is at or
+    above ``A``), the given budget ``B`` dashed. Bottom: heads searched (candidates evaluated) in
+    each iteration; it falls once elimination starts. A dotted vertical line through every panel
+    marks the zero-budget point (Table 3's "with zero budget": the last state before the metric
+    first falls below ``A``, after which the budget is first used); with ``iteration`` a solid
+    line marks the replayed iteration.
 
     Args:
         trace: the run's trace (or a parsed :class:`SearchTrace`).
@@ -325,8 +393,9 @@ def build_search_progress(trace: SearchTrace | Trace, iteration: int | None = No
 
     Returns:
         A figure with the traces "metric" and "budget used" (``x`` = ``[0, *iterations]``) and
-        "evaluations" (``x`` = iterations). The shapes "baseline", "floor" and "budget" are the
-        reference lines, "iteration marker" the replay marker.
+        "heads searched" (``x`` = iterations). The shapes "baseline", "floor" and "budget" are the
+        reference lines, "zero-budget point" (absent when the metric never falls below ``A``) and
+        "iteration marker" the vertical markers.
 
     Raises:
         ValueError: for a trace without search events, malformed events or an unknown iteration.
@@ -348,7 +417,7 @@ def build_search_progress(trace: SearchTrace | Trace, iteration: int | None = No
         shared_xaxes=True,
         vertical_spacing=0.09,
         row_heights=[0.4, 0.3, 0.3],
-        subplot_titles=[f"{parsed.metric} after each iteration", "Budget used", "Evaluations"],
+        subplot_titles=[f"{parsed.metric} after each iteration", "Budget used", "Heads searched"],
     )
     used = [0.0, *(float(it["budget_used"]) for it in its)]
     series = [
@@ -366,10 +435,10 @@ def build_search_progress(trace: SearchTrace | Trace, iteration: int | None = No
         x=numbers[1:],
         y=[int(it["evaluations_this_iteration"]) for it in its],
         marker={"color": ELIMINATED_COLOUR},
-        name="evaluations",
+        name="heads searched",
         hovertext=[
-            f"iteration {it['iteration']}: {it['evaluations_this_iteration']} evaluations "
-            f"({it.get('evaluations', '?')} so far)"
+            f"iteration {it['iteration']}: {it['evaluations_this_iteration']} heads searched "
+            f"({it['evaluations_this_iteration']} evaluations, {it.get('evaluations', '?')} so far)"
             for it in its
         ],
         hoverinfo="text",
@@ -389,7 +458,30 @@ def build_search_progress(trace: SearchTrace | Trace, iteration: int | None = No
             row=row,
             col=1,
         )
-    if iteration is not None:  # one line through all three panels (their x axes are shared)
+    zero = zero_budget_iteration(parsed)
+    if zero is not None:  # x axes are shared: one line through all three panels
+        fig.add_shape(
+            type="line",
+            x0=zero,
+            x1=zero,
+            y0=0,
+            y1=1,
+            yref="paper",
+            line={**_LINE, "dash": "dot"},
+            name="zero-budget point",
+        )
+        fig.add_annotation(
+            x=zero,
+            y=0.02,
+            yref="y domain",
+            text="budget first used",
+            showarrow=False,
+            xanchor="left",
+            yanchor="bottom",
+            font={"size": 11},
+            name="zero-budget point",
+        )
+    if iteration is not None:
         fig.add_shape(
             type="line",
             x0=iteration,
@@ -404,12 +496,13 @@ def build_search_progress(trace: SearchTrace | Trace, iteration: int | None = No
     evaluations = (parsed.done or its[-1]).get("evaluations", its[-1].get("evaluations"))
     summary = (
         f"{parsed.algorithm}: {sum(len(it['pruned']) for it in its)} heads pruned in {len(its)} "
-        f"iterations, {evaluations} evaluations; {_stop_text(parsed)}"
+        f"iterations, {evaluations} evaluations<br>{_zero_budget_text(parsed, zero)}; "
+        f"{_stop_text(parsed)}"
     )
     fig.update_layout(
         title=_title("Search progress", summary),
         height=640,
-        margin={"t": 100, "b": 50, "l": 60, "r": 20},
+        margin={"t": 120, "b": 50, "l": 60, "r": 20},
         plot_bgcolor=GRID_BG,
         showlegend=False,
     )
@@ -420,8 +513,16 @@ def build_search_progress(trace: SearchTrace | Trace, iteration: int | None = No
     fig.update_yaxes(
         title="budget used (points)", range=[0, max(budget, *used) * 1.2 or 1.0], row=2, col=1
     )
-    fig.update_yaxes(title="evaluations", row=3, col=1)
+    fig.update_yaxes(title="heads searched", row=3, col=1)
     return fig
+
+
+def _zero_budget_text(parsed: SearchTrace, zero: int | None) -> str:
+    """Table 3's "with zero budget" column: heads pruned before the budget is first used."""
+    if zero is None:
+        return "budget never used"
+    heads = sum(len(it["pruned"]) for it in parsed.iterations if int(it["iteration"]) <= zero)
+    return f"with zero budget {heads} heads pruned (iteration {zero})"
 
 
 def _random_trials(source: SearchTrace | Trace) -> tuple[list[dict[str, Any]], float | None]:

@@ -26,11 +26,14 @@ __all__ = [
     "iteration_position",
     "parse_search_trace",
     "search_iterations",
+    "zero_budget_iteration",
 ]
 
 STATUSES = ("pruned", "eliminated", "searched")  # what an iteration did with a candidate
 _ALGORITHMS = {"astar": "A*", "local": "Local", "global": "Global", "random": "Random"}
 _METRICS = {"accuracy": "Accuracy", "mcc": "MCC", "f1": "F1"}
+# As pruning.methods.search_core: a metric equal to the baseline is not a drop below it.
+TOLERANCE = 1e-9
 _ITERATION_KEYS = (
     "iteration",
     "pruned",
@@ -227,3 +230,26 @@ def iteration_position(parsed: SearchTrace, iteration: int | None) -> int | None
             "(search_iterations(trace)), or None for the last one."
         )
     return numbers.index(iteration)
+
+
+def zero_budget_iteration(parsed: SearchTrace) -> int | None:
+    """Table 3's "with zero budget" point: the last state before the metric first falls below A.
+
+    ``A`` is the unpruned baseline. A* prunes for free while the metric stays at or above ``A``
+    (the costs from ``A`` are <= 0); the budget is first used by the first iteration whose metric
+    is below ``A``. Read from the payloads' ``metric`` alone, so it works for old traces too.
+
+    Returns:
+        The iteration number of that state (0 = the unpruned model, when the first iteration
+        already falls below ``A``), or None when no iteration falls below ``A`` (the budget is
+        never used), there are no iterations, or the trace has no baseline.
+    """
+    baseline = parsed.info("baseline")
+    if baseline is None:
+        return None
+    last = 0
+    for it in parsed.iterations:
+        if float(it["metric"]) < float(baseline) - TOLERANCE:
+            return last
+        last = int(it["iteration"])
+    return None
