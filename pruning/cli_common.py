@@ -129,6 +129,14 @@ def show_fraction(bar: tqdm[Any], fraction: float, message: str) -> None:
     bar.set_postfix_str(message, refresh=True)
 
 
+def show_event(bar: tqdm[Any], event: Any, prefix: str = "", width: int = 60) -> None:
+    """A trace event on ``bar``: notes (``data["note"]``, e.g. a search's expected time) are
+    printed in full above the bar; every event moves it, with the message cut to ``width``."""
+    if event.data.get("note") and not bar.disable:
+        bar.write(f"{prefix}{event.message}", file=bar.fp)
+    show_fraction(bar, event.fraction, f"{prefix}{event.message}"[:width])
+
+
 class TrainProgress:
     """A tqdm bar on stderr fed by :class:`pruning.train.TrainEvent` callbacks."""
 

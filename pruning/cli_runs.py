@@ -30,7 +30,7 @@ from pruning.cli_common import (
     executor_from_args,
     fraction_bar,
     parse_model_arg,
-    show_fraction,
+    show_event,
 )
 
 if TYPE_CHECKING:
@@ -246,12 +246,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     fractions = [0.0] * len(requests)
 
     def on_event(event: Any) -> None:
-        show_fraction(bar, event.fraction, event.message[:60])
+        show_event(bar, event)
 
     def on_sweep_event(index: int, event: Any) -> None:
         fractions[index] = max(fractions[index], event.fraction)
-        message = f"run {index + 1}/{len(requests)}: {event.message}"[:60]
-        show_fraction(bar, sum(fractions) / len(fractions), message)
+        total = dataclasses.replace(event, fraction=sum(fractions) / len(fractions))
+        show_event(bar, total, prefix=f"run {index + 1}/{len(requests)}: ")
 
     try:
         if len(requests) == 1:

@@ -225,3 +225,24 @@ def test_prune_progress_is_a_percentage(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0, err
     assert re.search(r"random: 100%\|", err), err
     assert "‰" not in err and "/s" not in err
+
+
+def test_prune_prints_a_search_expected_time_in_full(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    code, _, err = run(
+        capsys, "prune", "--method", "astar", "--set", "budget=5", "--model", str(model.path),
+        "--data", str(data.path), "--score-examples", "16", "--eval-examples", "16",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    lines = [line for line in re.split(r"[\r\n]+", err) if "expect about" in line]
+    assert any(
+        re.fullmatch(
+            r"expect about \d+ evaluations \(at most 37\) at [\d.]+ s each: about \d+ s "
+            r"\(at most \d+ s\)",
+            line.strip(),
+        )
+        for line in lines
+    ), err

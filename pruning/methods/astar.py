@@ -282,7 +282,7 @@ class _Reporter:
         """Say how long the search should take: estimated evaluations x the measured rate.
 
         A progress event (not part of the stored trace's meaning, so a resumed run that times
-        itself again still has the same trace).
+        itself again still has the same trace) with ``note=True``: the CLI prints it in full.
         """
         typical, most = expected_evaluations(
             str(payload["algorithm"]),
@@ -296,7 +296,7 @@ class _Reporter:
             f"about {_duration(typical * rate)} (at most {_duration(most * rate)})"
         )
         log.info("%s: %s", payload["algorithm"], message)
-        self._emit("progress", message)
+        self._emit("progress", message, note=True)
 
     def on_iteration(self, payload: dict[str, Any]) -> None:
         searched = sum(1 for c in payload["candidates"] if c["status"] == "searched")
