@@ -639,16 +639,18 @@ def test_progress_and_stop_requests_reach_inside_a_batched_evaluation(
     result = run_method("astar", context, budget=30.0)
     kinds = [event.kind for event in result.trace]
     assert kinds[0] == "search_start" and "progress" in kinds
-    progress = [e for e in result.trace if e.kind == "progress"]
+    notes = [e for e in result.trace if e.kind == "progress" and e.data.get("note")]
+    assert [e.message[:13] for e in notes] == ["expect about "]  # right after the start
+    progress = [e for e in result.trace if e.kind == "progress" and not e.data.get("note")]
     # every evaluation after the baseline ticks once; the baseline's tick precedes the start
     assert len(progress) == result.info["evaluations"] - 1
     assert progress[0].message == (
         "iteration 1 · candidate 1/8 · 2 evaluations · budget 0.00 / 30.00"
     )
     first = kinds.index("search_iteration")
-    assert kinds[1:first] == ["progress"] * 8  # the 8 candidates of iteration 1
+    assert kinds[1:first] == ["progress"] * 9  # the expected time, the 8 candidates
     # The bar moves while iteration 1's candidates are evaluated (before any head is pruned).
-    inside = [e.fraction for e in result.trace[1:first]]
+    inside = [e.fraction for e in result.trace[2:first]]
     assert inside == sorted(inside) and 0 < inside[0] < inside[-1] <= 1 / 8 + 1e-9
     engines.clear()
     stopping = planted_context(should_stop=lambda: bool(engines and engines[-1].n_evaluations >= 3))
