@@ -56,7 +56,9 @@ EXPLANATION = (
     "Both learn one gate per attention head next to a sparsity penalty weighted by μ, and a gate "
     "may close and open again while it trains. **AutoAttention** (*AutoAttention: Automatic "
     "Attention Head Selection Through Differentiable Pruning*, 2022) uses deterministic 0/1 gates, "
-    "open while their parameter W′ > 0, trained through a straight-through estimator. **L0 gates** "
+    "open while their parameter W′ > 0, trained through a straight-through estimator whose "
+    "backward pass uses σ(W′), the derivative of Softplus, by default, or Softplus(W′) itself, "
+    "the paper's eq. 10 as printed (setting *Eq. 10 gradient*). **L0 gates** "
     "(Voita et al., *Analyzing Multi-Head Self-Attention*, 2019, after Louizos et al., 2018) "
     "sample stochastic hard-concrete gates under an expected-L0 penalty; at test time each gate is "
     "fixed from log α, so the heads kept can differ from what training saw."
@@ -155,6 +157,8 @@ def settings_form(methods: dict[str, type[PruningMethod]], choice: str) -> list[
     for name, config in configs.items():
         mu = config.get("mu")
         default_name = GATE_METHODS[name] + ("" if mu is None else f" · μ {mu:g}")
+        if config.get("ste_gradient") == "softplus":
+            default_name += " · Softplus gradient"
         try:
             request = RunRequest(
                 method=name,
@@ -198,6 +202,7 @@ def live_panel() -> None:
             f"Open gates at step {int(history.steps[last])} of {history.total_steps}",
             f"{int(history.open_gates[last])} / {history.n_gates}",
         )
+        gradient_caption(history)
         st.plotly_chart(
             build_gate_heatmap(history), width="stretch", key=f"live-gates-{job.job_id}"
         )
@@ -218,6 +223,12 @@ def gate_history(key: str) -> GateHistory:
     return parse_gate_trace(run_store().get(key).trace)
 
 
+def gradient_caption(history: GateHistory) -> None:
+    """Which reading of the paper's eq. 10 an AutoAttention run's backward pass used."""
+    if history.gradient_label:
+        st.caption(f"Eq. 10 reading: {history.gradient_label}.")
+
+
 def metrics_row(record: RunRecord, history: GateHistory) -> None:
     reopened = reopened_heads(history)
     cols = st.columns(4)
@@ -236,6 +247,7 @@ def metrics_row(record: RunRecord, history: GateHistory) -> None:
         )
         delta = None if dense is None else f"{pruned - dense:+.4f} vs dense {dense:.4f}"
         cols[3].metric(label, f"{pruned:.4f}", delta)
+    gradient_caption(history)
     info = record.info.get("method_info", {})
     soft, hard = info.get("val_metric_gates"), info.get("val_metric_mask")
     if history.gate_kind == "l0" and soft is not None and hard is not None:

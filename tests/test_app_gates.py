@@ -171,8 +171,8 @@ def test_form_runs_both_methods_and_the_runs_replay_and_compare(
     assert any(d.value.shape[0] == 1 for d in app.dataframe)  # the reopened head's row
 
 
-def _record(method: str, trace: list[dict[str, Any]], name: str) -> RunRecord:
-    config = {"mu": 0.01, "steps": 40}
+def _record(method: str, trace: list[dict[str, Any]], name: str, **settings: Any) -> RunRecord:
+    config = {"mu": 0.01, "steps": 40, **settings}
     key = RunStore.key_for(
         model_fingerprint="model-a",
         data_fingerprint="data-a",
@@ -194,11 +194,22 @@ def _record(method: str, trace: list[dict[str, Any]], name: str) -> RunRecord:
     )
 
 
+def _captions(app: AppTest) -> list[str]:
+    return [c.value for c in app.caption]
+
+
 def test_a_stored_gate_run_replays_and_a_broken_one_shows_an_error(
     tmp_path: Path, no_gate_methods: None
 ) -> None:
     store = RunStore()
     store.save(_record("autoattention", gate_trace("ste"), "synthetic STE"))
+    literal = gate_trace("ste")
+    for event in literal:
+        if event["kind"] == "gates":
+            event["data"]["ste_gradient"] = "softplus"
+    softplus = store.save(
+        _record("autoattention", literal, "synthetic Softplus", ste_gradient="softplus")
+    )
     broken = store.save(_record("l0_gates", [{"kind": "progress", "data": {}}], "broken L0"))
     app = _open_gates_page(tmp_path)
     assert not app.exception
@@ -210,6 +221,11 @@ def test_a_stored_gate_run_replays_and_a_broken_one_shows_an_error(
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Heads removed"] == "1 / 6"
     assert metrics["Validation accuracy"] == "0.7500"
+    # A trace written before the eq. 10 choice existed ran the sigmoid reading.
+    assert "Eq. 10 reading: dG/dW′ = σ(W′), the derivative of Softplus (coarse-gradient STE)." in (
+        _captions(app)
+    )
+    assert not any("Softplus(W′), eq. 10 as printed" in c for c in _captions(app))
     before = _chart_specs(app)
     assert "step 40 of 40" in before[0]
     slider = next(s for s in app.select_slider if s.label == "Training step")
@@ -218,6 +234,10 @@ def test_a_stored_gate_run_replays_and_a_broken_one_shows_an_error(
     assert not app.exception
     after = _chart_specs(app)
     assert "step 20 of 40" in after[0] and after[0] != before[0]
+
+    next(s for s in app.selectbox if s.label == "Gate run").set_value(softplus.key).run()
+    assert not app.exception
+    assert "Eq. 10 reading: dG/dW′ = Softplus(W′), eq. 10 as printed." in _captions(app)
 
     next(s for s in app.selectbox if s.label == "Gate run").set_value(broken.key).run()
     assert not app.exception
@@ -230,6 +250,8 @@ def test_the_installed_gating_methods_run_both_from_the_form(tmp_path: Path) -> 
     app = _open_gates_page(tmp_path)
     app.radio(key="gates-method").set_value("both").run()
     assert not app.exception and not app.error
+    reading = next(s for s in app.selectbox if s.label == "Eq. 10 gradient")
+    assert list(reading.options) == ["sigmoid", "softplus"] and reading.value == "sigmoid"
     next(n for n in app.number_input if n.label == "Training steps").set_value(4)
     next(n for n in app.number_input if n.label == "Snapshot every").set_value(2)
     next(n for n in app.number_input if n.label == "Validation texts").set_value(16)
@@ -240,3 +262,7 @@ def test_the_installed_gating_methods_run_both_from_the_form(tmp_path: Path) -> 
     app = app.switch_page(PAGE).run()
     assert not app.exception and not app.error
     assert len(_chart_specs(app)) == 5  # grids, curves, animation, comparison
+    stored = {s.method: s for s in runs}
+    record = RunStore().get(stored["autoattention"].key)
+    assert record.info["method_info"]["ste_gradient"] == "sigmoid"
+    assert "ste_gradient" not in record.config  # the default is left out of the run key

@@ -33,7 +33,7 @@ from pruning.methods.autoattention import (
     binary_gates,
 )
 from pruning.methods.base import PruningContext, get_method, select_lowest
-from pruning.methods.gate_training import train_head_gates
+from pruning.methods.gate_training import make_gate_optimizer, train_head_gates
 from pruning.methods.l0_gates import HardConcreteGates, L0Gates, L0GatesConfig
 from test_methods import hook_count, sentiment_context
 
@@ -157,17 +157,64 @@ def test_ste_forward_is_exactly_binary() -> None:
     assert set(grid.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_ste_backward_is_the_softplus_coarse_gradient() -> None:
+@pytest.mark.parametrize(
+    ("reading", "derivative"), [("sigmoid", torch.sigmoid), ("softplus", F.softplus)]
+)
+def test_ste_backward_is_the_chosen_eq10_factor(reading: str, derivative: Any) -> None:
     weight = torch.tensor([-3.0, -0.5, 0.0, 0.2, 2.5], dtype=torch.float64, requires_grad=True)
     upstream = torch.tensor([0.7, -1.3, 2.0, 0.4, -0.9], dtype=torch.float64)
-    (binary_gates(weight) * upstream).sum().backward()
-    step = 1e-6
-    with torch.no_grad():
-        softplus_slope = (F.softplus(weight + step) - F.softplus(weight - step)) / (2 * step)
+    (binary_gates(weight, reading) * upstream).sum().backward()
     assert weight.grad is not None
-    torch.testing.assert_close(weight.grad, upstream * softplus_slope, rtol=1e-8, atol=1e-10)
+    with torch.no_grad():
+        factor = derivative(weight)
+    torch.testing.assert_close(weight.grad, upstream * factor, rtol=1e-12, atol=0)
     # A closed gate still gets a gradient: what lets it reopen.
     assert bool((weight.grad[:2] != 0).all())
+    if reading == "sigmoid":  # the derivative of Softplus, by central differences
+        step = 1e-6
+        with torch.no_grad():
+            slope = (F.softplus(weight + step) - F.softplus(weight - step)) / (2 * step)
+        torch.testing.assert_close(weight.grad, upstream * slope, rtol=1e-8, atol=1e-10)
+
+
+def test_eq10_gradient_of_each_reading_on_a_hand_computed_graph() -> None:
+    """``L = (2 G1 + 5 G2 - 1)^2 + 0.1 (G1 + G2)`` at ``W' = (ln 3, -ln 3)``.
+
+    Forward: ``G = (1, 0)``, ``L = (2 - 1)^2 + 0.1 = 1.1``. Backward:
+    ``dL/dG = (2 * 1 * 2 + 0.1, 2 * 1 * 5 + 0.1) = (4.1, 10.1)``.
+    sigmoid reading: ``sigmoid(ln 3) = 3/4``, ``sigmoid(-ln 3) = 1/4``, so
+    ``dL/dW' = (3.075, 2.525)``. Softplus reading: ``Softplus(ln 3) = ln 4``,
+    ``Softplus(-ln 3) = ln(4/3)``, so ``dL/dW' = (4.1 ln 4, 10.1 ln(4/3)) = (5.6838, 2.9056)``.
+    One SGD step of rate 0.1 (eq. 10's update) then moves ``W'`` by ``-0.1 * dL/dW'``.
+    """
+    expected = {
+        "sigmoid": (3.075, 2.525),
+        "softplus": (4.1 * math.log(4.0), 10.1 * math.log(4.0 / 3.0)),
+    }
+    assert expected["softplus"] == pytest.approx((5.683807, 2.905589), abs=1e-6)
+    start = (math.log(3.0), -math.log(3.0))
+    for reading, gradient in expected.items():
+        weight = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+        gates = binary_gates(weight, reading)
+        assert gates.tolist() == [1.0, 0.0]
+        loss = (2 * gates[0] + 5 * gates[1] - 1) ** 2 + 0.1 * gates.sum()
+        assert float(loss.detach()) == pytest.approx(1.1, abs=1e-15)
+        optimizer = make_gate_optimizer(weight, "sgd", 0.1)
+        loss.backward()
+        assert weight.grad is not None
+        assert weight.grad.tolist() == pytest.approx(gradient, rel=1e-12)
+        optimizer.step()
+        moved = [w - 0.1 * g for w, g in zip(start, gradient, strict=True)]
+        assert weight.detach().tolist() == pytest.approx(moved, rel=1e-12)
+
+
+def test_an_unknown_eq10_reading_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="use 'sigmoid'.*or 'softplus'"):
+        binary_gates(torch.zeros(2), "relu")
+    with pytest.raises(ValueError, match="use 'sigmoid'"):
+        BinarySTEGates(0.3, 0.05, "identity")
+    with pytest.raises(ValueError, match="Eq. 10 gradient must be one of sigmoid, softplus"):
+        AutoAttentionConfig(ste_gradient="relu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +277,36 @@ def test_the_penalty_closes_useless_heads_and_the_needed_one_keeps_reopening() -
     assert int(result.scores.argmax()) == 0 and float(result.scores[0, 1:].max()) < -1.0
 
 
+def test_the_loop_applies_the_chosen_reading_to_the_first_gate_step() -> None:
+    """Same seed, same batch, same gates: the first SGD step of each ``W'`` differs between the
+    readings exactly by ``Softplus(W') / sigmoid(W')`` (``dL/dG`` is the same in both)."""
+    steps = {}
+    for reading in ("sigmoid", "softplus"):
+        config = AutoAttentionConfig(steps=1, ste_gradient=reading, **TOY)
+        result = AutoAttention(config).run(toy_context(majority))
+        events = gate_events(result)
+        assert [event.data["ste_gradient"] for event in events] == [reading, reading]
+        assert result.info["ste_gradient"] == reading
+        start = torch.tensor(events[0].data["w"], dtype=torch.float64)
+        steps[reading] = (start, torch.tensor(events[1].data["w"], dtype=torch.float64) - start)
+    start, sigmoid_step = steps["sigmoid"]
+    assert torch.equal(start, steps["softplus"][0])
+    assert bool((sigmoid_step.abs() > 1e-3).all())
+    ratio = F.softplus(start) / torch.sigmoid(start)
+    torch.testing.assert_close(steps["softplus"][1], sigmoid_step * ratio, rtol=1e-4, atol=1e-7)
+
+
+def test_the_literal_reading_can_diverge_and_says_what_to_change() -> None:
+    """With one needed head, the Softplus factor grows with ``W'``: ``W'`` grows geometrically."""
+    config = AutoAttentionConfig(
+        steps=150, ste_gradient="softplus", **{**TOY, "snapshot_every": 150}
+    )
+    with pytest.raises(ValueError, match="NaN or infinite; lower gate_lr, or use ste_gradient="):
+        AutoAttention(config).run(toy_context(first_head))
+    sigmoid = AutoAttention(dataclasses.replace(config, ste_gradient="sigmoid"))
+    assert bool(torch.isfinite(sigmoid.run(toy_context(first_head)).scores).all())
+
+
 # ---------------------------------------------------------------------------------------------
 # The method contract on a tiny BERT.
 
@@ -254,6 +331,7 @@ def test_end_to_end_on_a_tiny_bert() -> None:
     for index, event in enumerate(events):
         data = event.data
         assert data["total_steps"] == 6 and data["gate_kind"] == "ste"
+        assert data["ste_gradient"] == "sigmoid"
         assert torch.tensor(data["w"]).shape == (2, 4)
         assert torch.tensor(data["open"]).shape == (2, 4)
         assert set(torch.tensor(data["open"]).unique().tolist()) <= {0, 1}
@@ -273,6 +351,9 @@ def test_end_to_end_on_a_tiny_bert() -> None:
     assert result.mask.dtype == torch.bool and result.mask.shape == (2, 4)
     assert torch.equal(result.mask, result.scores > 0)
     assert result.info["steps"] == 6 and result.info["removed"] == int((~result.mask).sum())
+    # The training budget a baseline needs for the same fine-tuning, and the eq. 10 reading.
+    assert result.info["batch_size"] == 4 and result.info["train_texts"] == 24
+    assert result.info["lr"] == 1e-3 and result.info["ste_gradient"] == "sigmoid"
     # The context model is untouched; the returned copy was trained and carries no hooks.
     assert hook_count(model) == hooks and not model.training
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
@@ -377,6 +458,7 @@ def test_registry_and_config_errors() -> None:
     assert AutoAttentionConfig(gate_lr=2).gate_lr == 2.0 and isinstance(
         AutoAttentionConfig(gate_lr=2).gate_lr, float
     )
+    assert AutoAttentionConfig(ste_gradient="softplus").ste_gradient == "softplus"
     with pytest.raises(ValueError, match="raise the mean above 0.4 or lower the spread"):
         AutoAttentionConfig(init_mean=0.3, init_std=0.2)
     with pytest.raises(ValueError, match="steps must be a whole number"):
@@ -389,6 +471,37 @@ def test_registry_and_config_errors() -> None:
         L0GatesConfig(gamma=0.1)
     with pytest.raises(ValueError, match=r"Stretch high \(zeta\) must be between"):
         L0GatesConfig(zeta=0.9)
+
+
+# The run key hashes ``to_dict()``: the default config's dict from before ``ste_gradient`` existed.
+OLD_DEFAULT_DICT = {
+    "steps": 300,
+    "epochs": None,
+    "lr": 3e-05,
+    "gate_lr": 5.0,
+    "gate_optimizer": "sgd",
+    "mu": 0.001,
+    "batch_size": 32,
+    "snapshot_every": 10,
+    "fixed_sparsity": None,
+    "min_heads_per_layer": 0,
+    "train_weights": True,
+    "init_mean": 0.3,
+    "init_std": 0.05,
+}
+
+
+def test_the_default_reading_keeps_old_run_keys_and_softplus_is_keyed_apart() -> None:
+    assert AutoAttentionConfig().to_dict() == OLD_DEFAULT_DICT
+    changed = AutoAttentionConfig(gate_lr=2.0, steps=100).to_dict()
+    assert changed == {**OLD_DEFAULT_DICT, "gate_lr": 2.0, "steps": 100}
+    literal = AutoAttentionConfig(ste_gradient="softplus")
+    assert literal.to_dict() == {**OLD_DEFAULT_DICT, "ste_gradient": "softplus"}
+    for config in (AutoAttentionConfig(), literal):
+        assert AutoAttentionConfig.from_dict(config.to_dict()) == config
+        json.dumps(config.to_dict())
+    explicit = AutoAttentionConfig.from_dict({"ste_gradient": "sigmoid"})
+    assert explicit.to_dict() == AutoAttentionConfig().to_dict()
 
 
 # ---------------------------------------------------------------------------------------------

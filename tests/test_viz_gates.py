@@ -109,6 +109,34 @@ def test_parse_stacks_the_ste_snapshots() -> None:
     assert history.threshold == 0.0
 
 
+def test_parse_reads_the_eq10_reading_of_an_ste_run() -> None:
+    old = parse_gate_trace(gate_trace("ste"))  # written before the choice existed: sigmoid
+    assert old.ste_gradient == "sigmoid" and old.method_label == "AutoAttention (STE)"
+    assert old.gradient_label.startswith("dG/dW′ = σ(W′)")
+    trace = gate_trace("ste")
+    for event in trace:
+        if event["kind"] == "gates":
+            event["data"]["ste_gradient"] = "softplus"
+    literal = parse_gate_trace(trace)
+    assert literal.ste_gradient == "softplus"
+    assert literal.gradient_label == "dG/dW′ = Softplus(W′), eq. 10 as printed"
+    assert literal.method_label == "AutoAttention (STE, Softplus gradient)"
+    assert "Softplus gradient" in build_gate_curves(literal).layout.title.text
+    l0 = parse_gate_trace(gate_trace("l0"))
+    assert l0.ste_gradient is None and l0.gradient_label == ""
+
+
+def test_an_unknown_or_mixed_eq10_reading_is_refused() -> None:
+    trace = gate_trace("ste")
+    trace[1]["data"]["ste_gradient"] = "relu"
+    with pytest.raises(ValueError, match="ste_gradient is 'relu'; expected one of sigmoid"):
+        parse_gate_trace(trace)
+    trace = gate_trace("ste")
+    trace[3]["data"]["ste_gradient"] = "softplus"  # one snapshot only; the rest say nothing
+    with pytest.raises(ValueError, match="mix eq. 10 gradients \\(sigmoid, softplus\\)"):
+        parse_gate_trace(trace)
+
+
 def test_parse_keeps_the_l0_probabilities() -> None:
     history = parse_gate_trace(gate_trace("l0"))
     assert history.gate_kind == "l0" and history.value_label == "log α"

@@ -3,9 +3,13 @@
 A gating method records a ``gates`` event every few training steps (plus step 0 and the end): the
 per-head gate parameters ``w`` (``W'`` for the straight-through gates, ``log_alpha`` for L0), the
 deterministic gate ``open`` (1 = the head is used), the losses and the validation metric; L0 runs
-add ``prob`` = P(gate != 0). A ``final`` event carries the resulting mask. :func:`parse_gate_trace`
-stacks the snapshots into a :class:`GateHistory` of numpy arrays, skipping every other event kind
-(``progress``, pipeline ``stage`` events), and checks them, so :mod:`viz.gates` can trust them.
+add ``prob`` = P(gate != 0); AutoAttention runs add ``ste_gradient``, the reading of the paper's
+eq. 10 their backward pass used (``"sigmoid"``: ``dG/dW' = sigmoid(W')``, the derivative of
+Softplus; ``"softplus"``: ``Softplus(W')`` as printed; absent in runs made before the choice
+existed, which all used ``"sigmoid"``). A ``final`` event carries the resulting mask.
+:func:`parse_gate_trace` stacks the snapshots into a :class:`GateHistory` of numpy arrays,
+skipping every other event kind (``progress``, pipeline ``stage`` events), and checks them, so
+:mod:`viz.gates` can trust them.
 :func:`reopened_heads` finds the heads whose gate closed and later opened again.
 Masks are bool ``(n_layers, n_heads)``, **True = keep** (= gate open).
 """
@@ -23,6 +27,7 @@ from viz.search_trace import Trace, event_fields
 
 __all__ = [
     "GATE_KINDS",
+    "STE_GRADIENTS",
     "GateHistory",
     "ReopenedHead",
     "parse_gate_trace",
@@ -32,6 +37,13 @@ __all__ = [
 
 GateKind = Literal["ste", "l0"]
 GATE_KINDS: tuple[GateKind, ...] = ("ste", "l0")
+SteGradient = Literal["sigmoid", "softplus"]
+STE_GRADIENTS: tuple[SteGradient, ...] = ("sigmoid", "softplus")
+# What each reading of eq. 10 puts in place of dG/dW' in the backward pass.
+_GRADIENT_LABELS: dict[str, str] = {
+    "sigmoid": "dG/dW′ = σ(W′), the derivative of Softplus (coarse-gradient STE)",
+    "softplus": "dG/dW′ = Softplus(W′), eq. 10 as printed",
+}
 _REQUIRED = ("train_step", "total_steps", "w", "open", "penalty", "val_metric", "gate_kind")
 
 
@@ -56,6 +68,9 @@ class GateHistory:
         threshold: the value of ``w`` where a gate switches (0 unless the trace says otherwise).
         final_mask: bool ``(L, H)`` of the ``final`` event (True = keep), or None while running.
         fixed_sparsity: the share of heads the final mask removes when it was fixed, else None.
+        ste_gradient: the reading of eq. 10 an STE run's backward pass used, ``"sigmoid"`` or
+            ``"softplus"`` (``"sigmoid"`` for traces written before the choice existed); None
+            for L0 gates.
     """
 
     steps: np.ndarray
@@ -74,6 +89,7 @@ class GateHistory:
     threshold: float = 0.0
     final_mask: np.ndarray | None = None
     fixed_sparsity: float | None = None
+    ste_gradient: SteGradient | None = None
 
     @property
     def n_snapshots(self) -> int:
@@ -95,7 +111,17 @@ class GateHistory:
 
     @property
     def method_label(self) -> str:
-        return "AutoAttention (STE)" if self.gate_kind == "ste" else "L0 (hard-concrete)"
+        """The method, and for AutoAttention the literal eq. 10 reading when that one ran."""
+        if self.gate_kind == "l0":
+            return "L0 (hard-concrete)"
+        if self.ste_gradient == "softplus":
+            return "AutoAttention (STE, Softplus gradient)"
+        return "AutoAttention (STE)"
+
+    @property
+    def gradient_label(self) -> str:
+        """What the backward pass used for ``dG/dW'`` (eq. 10); "" for L0 gates."""
+        return "" if self.ste_gradient is None else _GRADIENT_LABELS[self.ste_gradient]
 
 
 @dataclass(frozen=True)
@@ -230,6 +256,7 @@ def parse_gate_trace(trace: Trace) -> GateHistory:
             probs.append(_grid(data["prob"], f"{where}.prob", shape))
         for name, values in series.items():
             values.append(_number(data.get(name), f"{where}.{name}"))
+    ste_gradient = _ste_gradient(snapshots) if gate_kind == "ste" else None
     if gate_kind == "l0" and probs and len(probs) != len(snapshots):
         raise ValueError(
             "Some L0 gate snapshots carry 'prob' (P(gate != 0)) and others do not; the trace is "
@@ -258,7 +285,28 @@ def parse_gate_trace(trace: Trace) -> GateHistory:
         threshold=_number(first.get("threshold", 0.0), "threshold"),
         final_mask=_final_mask(final, shape),
         fixed_sparsity=_fixed_sparsity(final),
+        ste_gradient=ste_gradient,
     )
+
+
+def _ste_gradient(snapshots: list[tuple[int, Mapping[str, Any]]]) -> SteGradient:
+    """The eq. 10 reading of an STE run: one per run, ``"sigmoid"`` where none is recorded."""
+    found: set[str] = set()
+    for index, data in snapshots:
+        value = data.get("ste_gradient", "sigmoid")
+        if value not in STE_GRADIENTS:
+            raise ValueError(
+                f"trace[{index}].data.ste_gradient is {value!r}; expected one of "
+                f"{', '.join(STE_GRADIENTS)}."
+            )
+        found.add(value)
+    if len(found) > 1:
+        raise ValueError(
+            "The gate snapshots mix eq. 10 gradients "
+            f"({', '.join(sorted(found))}); one run uses one. Run it again."
+        )
+    reading: SteGradient = "softplus" if found == {"softplus"} else "sigmoid"
+    return reading
 
 
 def _final_mask(final: Mapping[str, Any] | None, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -188,6 +188,14 @@ class GateStrategy(ABC):
         """Extra JSON-ready fields of a ``"gates"`` event (``last_gates``: the last step's)."""
         return {}
 
+    def info(self) -> dict[str, Any]:
+        """Extra JSON-ready facts for the result's ``info`` (e.g. which estimator ran)."""
+        return {}
+
+    def divergence_fix(self) -> str:
+        """What to change when the gate parameter stops being finite (ends a sentence)."""
+        return "lower gate_lr"
+
 
 def make_gate_optimizer(parameter: torch.Tensor, kind: str, lr: float) -> torch.optim.Optimizer:
     """Plain SGD (no momentum) when ``kind`` is ``"sgd"``, else Adam; constant rate ``lr``."""
@@ -389,7 +397,9 @@ class _GateTrainer:
         config, strategy, context = self.config, self.strategy, self.context
         scores = self.parameter.detach().to("cpu", torch.float32)
         if not bool(torch.isfinite(scores).all()):
-            raise ValueError("Some gate parameters became NaN or infinite; lower gate_lr.")
+            raise ValueError(
+                f"Some gate parameters became NaN or infinite; {strategy.divergence_fix()}."
+            )
         open_mask = strategy.open_mask(scores)
         mask = final_mask(scores, open_mask, n_remove, config.min_heads_per_layer)
         with self.hooks:
@@ -411,6 +421,9 @@ class _GateTrainer:
         info = {
             "steps": len(self.losses),
             "epochs": len(self.losses) / per_epoch,
+            "batch_size": config.batch_size,
+            "train_texts": len(self.losses) * config.batch_size,
+            "lr": config.lr,
             "seconds": seconds,
             "open_gates": int(open_mask.sum()),
             "removed": removed,
@@ -424,6 +437,7 @@ class _GateTrainer:
             "val_metric_name": "accuracy",
             "val_metric_gates": gates_metric,
             "val_metric_mask": mask_metric,
+            **strategy.info(),
         }
         model = self.model if config.train_weights else None
         return PruneResult(mask, scores, tuple(context.trace), info, model=model)
@@ -436,9 +450,12 @@ def train_head_gates(
 
     Returns:
         mask bool ``(n_layers, n_heads)`` (True = keep), scores = the final gate parameter, the
-        trace, ``info`` (steps, seconds, open gates, removed, reopenings, validation accuracy
-        with the test-time gates and with the mask) and the trained copy (None when
-        ``train_weights`` is off), every head present and no hook attached.
+        trace, ``info`` (the training budget: ``steps``, ``epochs``, ``batch_size``,
+        ``train_texts`` = steps x batch size and the weight rate ``lr``, which a baseline needs
+        to get the same fine-tuning; seconds, open gates, removed, reopenings, validation
+        accuracy with the test-time gates and with the mask, plus the strategy's own facts) and
+        the trained copy (None when ``train_weights`` is off), every head present and no hook
+        attached.
 
     Raises:
         ValueError: on a model with heads already removed, an impossible fixed sparsity, an empty
