@@ -1,8 +1,11 @@
 """DeepCuts: unstructured weight pruning with explanation scores, compared across ratios.
 
 Each (strategy, compression ratio) pair is one background run of the ``deepcuts`` method. The page
-reads the stored runs of the current classifier: accuracy against ratio, a table, one run's
-density map and honest size, and the IoU of the strategies' weight masks.
+reads the stored runs of the current classifier: accuracy against ratio, a table with both
+compression-ratio definitions (HeadScope's prunable / kept, the paper's whole-model ratio and its
+BERT-base equivalent, see :mod:`pruning.compression`), one run's density map and honest size, and
+the IoU of the strategies' weight masks, including the paper's Figure 9 (mean and minimum IoU
+across layers at its ratios 3 and 3.5; pruned-set IoU, as in the paper's figures).
 
 IoU needs the parameter layout (head size, layer of each parameter): the page loads the prepared
 classifier once on the CPU (``st.cache_resource``) and hands it to :mod:`pruning.weight_masks`
@@ -16,7 +19,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import streamlit as st
@@ -36,16 +39,25 @@ from pages.support.common import (
     submit_run,
     tracked_jobs,
 )
+from pruning.compression import (
+    ParameterCounts,
+    bert_base_keep_share,
+    headscope_counts,
+    keep_share_for,
+    stored_ratios,
+)
 from pruning.cost import compare_latency
 from pruning.jobs import Progress
 from pruning.methods.base import get_method
 from pruning.pipeline import RunRequest
 from viz.deepcuts import (
     CostRow,
+    IouMatrices,
     RatioPoint,
     build_cost_table,
     build_density_heatmap,
     build_head_iou_heatmap,
+    build_iou_matrices,
     build_iou_matrix,
     build_layer_iou_chart,
     build_ratio_curves,
@@ -60,7 +72,21 @@ STRATEGIES = {
     "smooth_cam": "Smooth-CAM (SmoothGrad + Grad-CAM)",
 }
 DEFAULT_STRATEGIES = ["cam_cut", "smooth_cut", "layer_mag_weight"]
-RATIOS = [2.0, 3.0, 3.5, 4.0]
+RATIOS = [1.25, 1.5, 1.75, 2.0, 3.0, 3.5, 4.0]
+DEFINITIONS = {
+    "prunable": "prunable / kept weights (HeadScope)",
+    "whole_model": "whole model, this classifier (the paper's definition)",
+    "bert_base_equivalent": "the paper's ratio on BERT-base (keep share)",
+}
+AXIS_TITLES = {
+    "prunable": "compression ratio (all prunable weights / kept weights)",
+    "whole_model": "compression ratio (all parameters / remaining parameters)",
+    "bert_base_equivalent": "the paper's compression ratio on BERT-base (whole model)",
+}
+PAPER_FIGURE9_RATIOS = (3.0, 3.5)
+IouSet = Literal["pruned", "kept"]
+IOU_SET_CHOICES: list[IouSet] = ["pruned", "kept"]
+IOU_SETS = {"pruned": "pruned weights (the paper's figures)", "kept": "kept weights"}
 SESSION_JOBS = "deepcuts_jobs"
 LATENCY_PREFIX = "dclatency"  # not "deepcuts-": tracked_jobs would take it for a pruning run
 NO_METHOD = (
@@ -80,8 +106,25 @@ def ratio_of(record: RunRecord) -> float:
         return math.nan
 
 
+def definition_of(record: RunRecord) -> str:
+    return str(record.config.get("ratio_definition", "prunable"))
+
+
 def run_label(record: RunRecord) -> str:
-    return f"{strategy_of(record)} · {ratio_of(record):g}× · {record.key[:6]}"
+    definition = definition_of(record)
+    suffix = "" if definition == "prunable" else f" ({definition.replace('_', ' ')})"
+    return f"{strategy_of(record)} · {ratio_of(record):g}×{suffix} · {record.key[:6]}"
+
+
+def ratio_columns(record: RunRecord) -> dict[str, float | None]:
+    """Both ratio definitions of a run (runs stored before issue #27 included)."""
+    ratios = stored_ratios(record.info.get("method_info", {}), record.metrics.get("cost", {}))
+    return {
+        "kept share": ratios["keep_share"],
+        "prunable ratio": ratios["achieved_ratio"],
+        "whole-model ratio": ratios["whole_model_ratio"],
+        "BERT-base ratio": ratios["bert_base_ratio"],
+    }
 
 
 def accuracy(record: RunRecord, section: str) -> float | None:
@@ -118,10 +161,17 @@ def field_input(fields: dict[str, dataclasses.Field[Any]], name: str, label: str
     )
 
 
-def settings_form(fields: dict[str, dataclasses.Field[Any]]) -> list[RunRequest]:
-    """The DeepCuts form; returns one request per (strategy, ratio) when Run is pressed."""
+def settings_form(
+    fields: dict[str, dataclasses.Field[Any]], counts: Callable[[], ParameterCounts]
+) -> list[RunRequest]:
+    """The DeepCuts form; returns one request per (strategy, ratio) when Run is pressed.
+
+    ``counts``: the classifier's parameter counts, asked for only to check whole-model ratios.
+    """
     model_spec, data_spec = current_specs()
     choices = list(fields["strategy"].metadata.get("choices", STRATEGIES))
+    definition_field = fields.get("ratio_definition")
+    definitions = list(definition_field.metadata["choices"]) if definition_field else []
     with st.form("deepcuts-form"):
         strategies = st.multiselect(
             "Strategies",
@@ -134,8 +184,17 @@ def settings_form(fields: dict[str, dataclasses.Field[Any]]) -> list[RunRequest]
             RATIOS,
             default=[3.0],
             format_func=lambda r: f"{r:g}×",
-            help="All prunable weights / kept weights: 3× keeps a third of them.",
+            help="Read as the ratio definition says: prunable 3× keeps a third of the prunable "
+            "weights; the paper's 3× (whole model, BERT-base) keeps 14.7% of them.",
         )
+        definition = "prunable"
+        if definition_field is not None:
+            definition = st.selectbox(
+                definition_field.metadata.get("label", "Ratio definition"),
+                definitions,
+                format_func=lambda d: DEFINITIONS.get(d, d),
+                help=definition_field.metadata.get("help"),
+            )
         values: dict[str, Any] = {}
         cols = st.columns(2)
         for index, (name, label) in enumerate(
@@ -166,6 +225,8 @@ def settings_form(fields: dict[str, dataclasses.Field[Any]]) -> list[RunRequest]
         st.error("Pick at least one strategy and one compression ratio, then press Run again.")
         return []
     common = {k: v for k, v in values.items() if v is not None}
+    if definition != "prunable":
+        common["ratio_definition"] = definition
     requests = []
     try:
         for strategy, ratio in itertools.product(strategies, ratios):
@@ -176,9 +237,12 @@ def settings_form(fields: dict[str, dataclasses.Field[Any]]) -> list[RunRequest]
                 data=data_spec,
                 seed=int(seed),
                 eval_examples=None if examples is None else int(examples),
-                name=f"DeepCuts · {strategy} · {ratio:g}×",
+                name=f"DeepCuts · {strategy} · {ratio:g}×"
+                + ("" if definition == "prunable" else f" ({definition})"),
             )
             request.method_config()
+            if definition == "whole_model":
+                keep_share_for(definition, float(ratio), counts())
             requests.append(request)
     except ValueError as error:
         st.error(f"{error} Nothing was started; fix the setting and press Run again.")
@@ -209,61 +273,89 @@ def stored_runs(prepared: PreparedModel) -> list[RunRecord]:
 
 
 def newest_per_pair(records: list[RunRecord]) -> list[RunRecord]:
-    """The newest run of every (strategy, ratio) pair (``records`` are newest first)."""
-    chosen: dict[tuple[str, float], RunRecord] = {}
+    """The newest run of every (strategy, ratio definition, ratio) (``records``: newest first)."""
+    chosen: dict[tuple[str, str, float], RunRecord] = {}
     for record in records:
-        chosen.setdefault((strategy_of(record), ratio_of(record)), record)
+        chosen.setdefault((strategy_of(record), definition_of(record), ratio_of(record)), record)
     return list(chosen.values())
 
 
 def results_overview(records: list[RunRecord]) -> None:
-    """Accuracy against ratio per strategy, and a table of every stored run."""
+    """Accuracy against ratio per strategy (one ratio definition), and a table of every run."""
     latest = [r for r in newest_per_pair(records) if math.isfinite(ratio_of(r))]
+    present = list(dict.fromkeys(definition_of(r) for r in latest))
+    definition = present[0] if present else "prunable"
+    if len(present) > 1:
+        definition = st.radio(
+            "Ratio definition of the curves",
+            present,
+            horizontal=True,
+            format_func=lambda d: DEFINITIONS.get(d, d),
+        )
+    shown = [r for r in latest if definition_of(r) == definition]
     points = [
         RatioPoint(strategy_of(r), ratio_of(r), acc, accuracy(r, "recovered"))
-        for r in latest
+        for r in shown
         if (acc := accuracy(r, "pruned")) is not None
     ]
     if points:
         st.plotly_chart(
             build_ratio_curves(
-                points, dense_accuracy=accuracy(records[0], "dense"), strategy_labels=STRATEGIES
+                points,
+                dense_accuracy=accuracy(records[0], "dense"),
+                strategy_labels=STRATEGIES,
+                axis_title=AXIS_TITLES.get(definition, "compression ratio"),
             ),
             width="stretch",
         )
-        settings = {str(r.info.get("settings", {}).get("eval_examples")) for r in latest}
+        settings = {str(r.info.get("settings", {}).get("eval_examples")) for r in shown}
         note = " They were evaluated on different numbers of texts." if len(settings) > 1 else ""
-        st.caption(f"Newest run of every strategy and ratio; the dense line is its model.{note}")
+        st.caption(
+            f"Newest run of every strategy and ratio; the dense line is its model.{note} The "
+            "paper finds all strategies alike up to its ratio 2 and Cam-Cut / Smooth-Cut ahead "
+            "at 3-4 (whole-model ratios of BERT-base: the BERT-base ratio column)."
+        )
     rows = []
     for record in records:
         cost = record.metrics.get("cost", {})
-        info = record.info.get("method_info", {})
         rows.append(
             {
                 "strategy": strategy_of(record),
                 "ratio": ratio_of(record),
-                "achieved ratio": info.get("achieved_ratio"),
+                "definition": definition_of(record),
+                **ratio_columns(record),
                 "accuracy": accuracy(record, "pruned"),
                 "recovered accuracy": accuracy(record, "recovered"),
                 "non-zeros": cost.get("params_nonzero"),
                 "sparse MB": (cost.get("sparse_bytes") or math.nan) / 1e6,
                 "dense MB": (cost.get("dense_bytes") or math.nan) / 1e6,
+                "seed": record.seed,
                 "run": record.name,
                 "key": record.key,
             }
         )
+    ratio_format = st.column_config.NumberColumn(format="%.2f×")
     st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,
         column_config={
-            "ratio": st.column_config.NumberColumn(format="%.1f×"),
-            "achieved ratio": st.column_config.NumberColumn(format="%.2f×"),
+            "ratio": st.column_config.NumberColumn(format="%.2f×"),
+            "kept share": st.column_config.NumberColumn(format="percent"),
+            "prunable ratio": ratio_format,
+            "whole-model ratio": ratio_format,
+            "BERT-base ratio": ratio_format,
             "non-zeros": st.column_config.NumberColumn(format="localized"),
             "accuracy": st.column_config.NumberColumn(format="%.4f"),
             "recovered accuracy": st.column_config.NumberColumn(format="%.4f"),
             "sparse MB": st.column_config.NumberColumn(format="%.2f"),
             "dense MB": st.column_config.NumberColumn(format="%.2f"),
         },
+    )
+    st.caption(
+        "prunable ratio = prunable / kept weights (HeadScope); whole-model ratio = all / "
+        "remaining parameters of this classifier (the paper's definition, via ShrinkBench); "
+        "BERT-base ratio = the paper's ratio that keeps the same share of BERT-base's prunable "
+        "weights (2: 36.1%, 3: 14.7%, 3.5: 8.7%, 4: 4.1%)."
     )
 
 
@@ -370,8 +462,67 @@ def layout_model(prepared_key: str) -> nn.Module:
     return model_store().resolve(prepared_key).load(device="cpu").model
 
 
+def _ratio_group_label(group: tuple[str, float]) -> str:
+    definition, ratio = group
+    return f"{ratio:g}× ({DEFINITIONS.get(definition, definition)})"
+
+
+def _keep_share(records: list[RunRecord]) -> float | None:
+    shares = [s for r in records if (s := ratio_columns(r)["kept share"]) is not None]
+    return sum(shares) / len(shares) if shares else None
+
+
+def figure9_view(
+    latest: list[RunRecord], model: nn.Module, which: IouSet, weight_masks: Any
+) -> None:
+    """The paper's Figure 9: mean and minimum IoU across layers at its ratios 3 and 3.5."""
+    panels = []
+    for ratio in PAPER_FIGURE9_RATIOS:
+        runs = [
+            r
+            for r in latest
+            if ratio_of(r) == ratio and definition_of(r) in ("bert_base_equivalent", "whole_model")
+        ]
+        definitions = {definition_of(r) for r in runs}
+        # One definition per panel: prefer BERT-base shares, the paper's ratios on its model.
+        chosen = "bert_base_equivalent" if "bert_base_equivalent" in definitions else "whole_model"
+        runs = [r for r in runs if definition_of(r) == chosen]
+        if len({strategy_of(r) for r in runs}) < 2:
+            continue
+        masks = {strategy_of(r): r.extra_tensors for r in runs}
+        names, mean_iou, min_iou = weight_masks.iou_matrices(
+            model, masks, which=which, over="layers"
+        )
+        share = _keep_share(runs) or bert_base_keep_share(ratio)
+        chance = weight_masks.random_iou(share, which=which)
+        labels = tuple(STRATEGIES.get(n, n) for n in names)
+        panels.append(IouMatrices(ratio, labels, mean_iou.numpy(), min_iou.numpy(), chance))
+    if not panels:
+        st.info(
+            "Figure 9 needs two or more strategies at the paper's ratio 3 or 3.5 with the ratio "
+            "definition 'the paper's ratio on BERT-base' (or 'whole model'): pick Cam-Cut, "
+            "Smooth-Cut and weight magnitude per layer, ratios 3× and 3.5×, and that definition."
+        )
+        return
+    st.plotly_chart(
+        build_iou_matrices(
+            panels,
+            which=which,
+            over="layers",
+            title=f"IoU of the {which} weights across layers (the paper's Figure 9)",
+        ),
+        width="stretch",
+    )
+    st.caption(
+        "Mean and minimum over the encoder layers of each layer's IoU; 'random masks' is the IoU "
+        "two unrelated masks of the same density would have. The paper reports about 0.82-0.86 "
+        "per layer for weight magnitude against Cam-Cut or Smooth-Cut and about 0.95 between "
+        "Cam-Cut and Smooth-Cut: values that only the pruned-set IoU gives at these densities."
+    )
+
+
 def iou_view(records: list[RunRecord], prepared: PreparedModel) -> None:
-    """IoU of weight masks: two runs head by head, or every strategy at one ratio."""
+    """IoU of weight masks: two runs head by head, every strategy at one ratio, or Figure 9."""
     try:
         from pruning import weight_masks
     except ImportError:
@@ -385,7 +536,19 @@ def iou_view(records: list[RunRecord], prepared: PreparedModel) -> None:
         st.info("IoU needs two runs with stored weight masks: run two strategies or ratios.")
         return
     model = layout_model(prepared.key)
-    mode = st.radio("Compare", ["Two runs", "All strategies at one ratio"], horizontal=True)
+    cols = st.columns(2)
+    mode = cols[0].radio(
+        "Compare",
+        ["Two runs", "All strategies at one ratio", "The paper's Figure 9 (ratios 3 and 3.5)"],
+    )
+    which: IouSet = cols[1].radio(
+        "IoU of",
+        IOU_SET_CHOICES,
+        format_func=IOU_SETS.__getitem__,
+        help="The paper compares 'the weights which are selected after pruning'; its figures' "
+        "values (0.82-0.95 at 8-15% kept) are IoUs of the pruned sets, as the authors' "
+        "mask_IOU.py computes them. Kept-set IoUs of the same masks are far lower.",
+    )
     try:
         if mode == "Two runs":
             labels = {run_label(r): r for r in usable}
@@ -396,33 +559,46 @@ def iou_view(records: list[RunRecord], prepared: PreparedModel) -> None:
                 st.info("Pick two different runs.")
                 return
             a, b = labels[first].extra_tensors, labels[second].extra_tensors
-            overall = weight_masks.mask_iou(a, b)
-            st.metric("IoU over all masked weights", f"{overall:.3f}")
-            heads = weight_masks.head_iou(model, a, b).numpy()
-            layers = {f"{first} vs {second}": weight_masks.layer_iou(model, a, b).numpy()}
+            overall = weight_masks.mask_iou(a, b, which=which)
+            st.metric(f"IoU of the {which} weights over all masked weights", f"{overall:.3f}")
+            heads = weight_masks.head_iou(model, a, b, which=which).numpy()
+            layers = {
+                f"{first} vs {second}": weight_masks.layer_iou(model, a, b, which=which).numpy()
+            }
             cols = st.columns(2)
-            cols[0].plotly_chart(build_head_iou_heatmap(heads, (first, second)), width="stretch")
-            cols[1].plotly_chart(build_layer_iou_chart(layers), width="stretch")
+            cols[0].plotly_chart(
+                build_head_iou_heatmap(heads, (first, second), which=which), width="stretch"
+            )
+            cols[1].plotly_chart(build_layer_iou_chart(layers, which=which), width="stretch")
             return
         latest = newest_per_pair(usable)
-        counts = Counter(ratio_of(r) for r in latest)
-        ratios = sorted(r for r, n in counts.items() if n > 1)
-        if not ratios:
+        if mode != "All strategies at one ratio":
+            figure9_view(latest, model, which, weight_masks)
+            return
+        counts = Counter((definition_of(r), ratio_of(r)) for r in latest)
+        groups = sorted(g for g, n in counts.items() if n > 1)
+        if not groups:
             st.info("No ratio has runs of two strategies yet: run several strategies at one ratio.")
             return
-        ratio = st.selectbox("Ratio", ratios, format_func=lambda r: f"{r:g}×")
-        masks = {strategy_of(r): r.extra_tensors for r in latest if ratio_of(r) == ratio}
-        names, mean_iou, min_iou = weight_masks.iou_matrices(model, masks)
+        definition, ratio = st.selectbox("Ratio", groups, format_func=_ratio_group_label)
+        masks = {
+            strategy_of(r): r.extra_tensors
+            for r in latest
+            if ratio_of(r) == ratio and definition_of(r) == definition
+        }
+        names, mean_iou, min_iou = weight_masks.iou_matrices(model, masks, which=which)
         cols = st.columns(2)
         for col, matrix, what in ((cols[0], mean_iou, "Mean"), (cols[1], min_iou, "Minimum")):
             title = f"{what} IoU over heads at {ratio:g}×"
             col.plotly_chart(build_iou_matrix(names, matrix.numpy(), title=title), width="stretch")
         pairs = {
-            f"{x} vs {y}": weight_masks.layer_iou(model, masks[x], masks[y]).numpy()
+            f"{x} vs {y}": weight_masks.layer_iou(model, masks[x], masks[y], which=which).numpy()
             for x, y in itertools.combinations(masks, 2)
         }
         st.plotly_chart(
-            build_layer_iou_chart(pairs, title=f"Weight-mask IoU per layer at {ratio:g}×"),
+            build_layer_iou_chart(
+                pairs, title=f"Weight-mask IoU per layer at {ratio:g}×", which=which
+            ),
             width="stretch",
         )
     except (ValueError, KeyError) as error:
@@ -448,7 +624,7 @@ def main() -> None:
             paper = get_method("deepcuts").paper
             if paper:
                 st.caption(paper)
-            requests = settings_form(fields)
+            requests = settings_form(fields, lambda: headscope_counts(layout_model(prepared.key)))
     for request in requests:
         submit_run(request, prefix="deepcuts", session_key=SESSION_JOBS)
     with live:

@@ -8,8 +8,15 @@ Runs pages) and is fetched from the store instead of recomputed when the bench r
   reaches and its accuracy), AutoAttention at a fixed sparsity next to HISP and random heads that
   get the same fine-tuning budget (recovery steps at the same weight learning rate), and the L0
   hard-concrete baseline at the same settings.
-* ``bench deepcuts`` (issue #7): accuracy against compression ratio for each weight-importance
-  strategy (one table, one figure).
+* ``bench deepcuts`` (issues #7, #27): accuracy against compression ratio for each
+  weight-importance strategy, with both compression-ratio definitions per row (HeadScope's
+  prunable / kept and the paper's whole-model ratio, see :mod:`pruning.compression`), optionally
+  at the share of prunable weights the paper's ratios leave on BERT-base
+  (``--ratio-definition bert_base_equivalent``), and the paper's two claims checked on the seed
+  means (:func:`pruning.bench_runs_table.deepcuts_claims`).
+
+Both benches take ``--seeds`` (comma list; default ``--seed``, i.e. 0): every row runs at each
+seed, and the table shows the mean accuracy ± its sample standard deviation and the range.
 """
 
 from __future__ import annotations
@@ -19,11 +26,17 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pruning.bench_runs_table import (
+    DEFAULT_TIE_TOLERANCE,
+    claims_markdown,
+    deepcuts_claims,
+    markdown_table,
+)
 from pruning.cli_common import (
     add_data_args,
     add_model_args,
@@ -34,6 +47,8 @@ from pruning.cli_common import (
 
 # (label, request) pairs; the request is built lazily so imports stay light for --help.
 Plan = list[tuple[str, Any]]
+# The choices of DeepCutsConfig.ratio_definition (pruning.compression; not imported for --help).
+RATIO_DEFINITION_CHOICES = ("prunable", "whole_model", "bert_base_equivalent")
 
 
 def add_run_bench_commands(kinds: Any) -> None:
@@ -62,6 +77,7 @@ def add_run_bench_commands(kinds: Any) -> None:
         "--sparsity", type=float, default=0.5, help="fixed head sparsity compared (0.5)"
     )
     gates.add_argument("--skip-l0", action="store_true", help="leave out the L0 baseline")
+    add_seeds_arg(gates)
 
     deepcuts = kinds.add_parser(
         "deepcuts", help="DeepCuts: accuracy vs compression ratio per weight-importance strategy"
@@ -80,13 +96,55 @@ def add_run_bench_commands(kinds: Any) -> None:
         help="comma-separated strategies (default: the five of the paper's table)",
     )
     deepcuts.add_argument(
-        "--ratios", type=_floats, default=[2.0, 3.0, 3.5, 4.0], help="compression ratios"
+        "--ratios",
+        type=_floats,
+        default=[2.0, 3.0, 3.5, 4.0],
+        help="compression ratios, read as --ratio-definition says (default 2,3,3.5,4)",
     )
     deepcuts.add_argument(
-        "--grad-batches", type=int, default=16, help="training batches for gradients (16)"
+        "--ratio-definition",
+        choices=RATIO_DEFINITION_CHOICES,
+        default="prunable",
+        help="prunable: prunable / kept weights (HeadScope; 3 keeps a third); whole_model: all / "
+        "remaining parameters of this model, the paper's definition (MiniLM: at most ~1.9); "
+        "bert_base_equivalent: keep the share the paper's ratio leaves on BERT-base (2: 36.1%%, "
+        "3: 14.7%%, 3.5: 8.7%%, 4: 4.1%%)",
+    )
+    deepcuts.add_argument(
+        "--grad-batches",
+        type=_grad_batches,
+        default=16,
+        help="training batches for gradients (16), or 'paper': 1000 for the gradient "
+        "strategies and 100 for the smoothing ones (Sections 3.2 and 3.5.2)",
+    )
+    deepcuts.add_argument(
+        "--batch-size", type=int, help="texts per gradient batch (the method's 32; paper: 16)"
+    )
+    deepcuts.add_argument(
+        "--smooth-noise-std",
+        type=float,
+        help="SmoothGrad noise standard deviation (the method's default 0.1 is the paper's; "
+        "the authors' code uses 0.001)",
     )
     deepcuts.add_argument(
         "--refine-steps", type=int, default=0, help="re-fine-tuning steps with the mask fixed"
+    )
+    deepcuts.add_argument(
+        "--tie-tolerance",
+        type=float,
+        default=DEFAULT_TIE_TOLERANCE,
+        help="largest accuracy spread between strategies that counts as a tie at the paper's "
+        "ratio 2 (0.01 = one point)",
+    )
+    add_seeds_arg(deepcuts)
+
+
+def add_seeds_arg(parser: argparse.ArgumentParser) -> None:
+    """``--seeds``: every row of the bench runs at each of these seeds."""
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="comma-separated seeds; every row runs at each (default: --seed, which is 0)",
     )
 
 
@@ -118,6 +176,32 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, got {text!r}"
+        ) from None
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError("give one or more different seeds >= 0, e.g. 0,1,2")
+    return values
+
+
+def _grad_batches(text: str) -> int | str:
+    if text.strip().lower() == "paper":
+        return "paper"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of batches or 'paper', got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("give at least one gradient batch")
+    return value
+
+
 def _names(text: str) -> list[str]:
     values = [part.strip() for part in text.split(",") if part.strip()]
     if not values:
@@ -125,16 +209,34 @@ def _names(text: str) -> list[str]:
     return values
 
 
+def bench_seeds(args: argparse.Namespace) -> list[int]:
+    """The seeds every row runs at: ``--seeds``, else ``[--seed]``.
+
+    Raises:
+        ValueError: when both ``--seeds`` and a non-zero ``--seed`` are given.
+    """
+    seeds = getattr(args, "seeds", None)
+    if not seeds:
+        return [args.seed]
+    if args.seed != 0:
+        raise ValueError("Give the seeds either as --seeds 0,1,2 or as --seed N, not both.")
+    return list(seeds)
+
+
 def base_request(args: argparse.Namespace, **fields: Any) -> Any:
-    """A :class:`pruning.pipeline.RunRequest` with the shared options and ``fields``."""
+    """A :class:`pruning.pipeline.RunRequest` with the shared options and ``fields``.
+
+    ``fields`` may set ``seed``; it defaults to ``--seed``.
+    """
     from pruning.cli_common import data_spec_from_args, parse_model_arg
     from pruning.pipeline import RunRequest
 
+    seed = fields.pop("seed", args.seed)
     return RunRequest(
         model=parse_model_arg(args.model),
         data=data_spec_from_args(args),
         prepared_key=args.prepared,
-        seed=args.seed,
+        seed=seed,
         score_examples=args.examples,
         eval_examples=args.eval_examples,
         device=args.device,
@@ -142,102 +244,131 @@ def base_request(args: argparse.Namespace, **fields: Any) -> Any:
     )
 
 
+def _at_seeds(args: argparse.Namespace, runs: list[tuple[str, dict[str, Any]]]) -> Plan:
+    """Every ``(label, request fields)`` at each of :func:`bench_seeds`, row by row."""
+    return [
+        (label, base_request(args, **fields, seed=seed))
+        for label, fields in runs
+        for seed in bench_seeds(args)
+    ]
+
+
 def gates_plan(args: argparse.Namespace) -> Plan:
-    """The runs of ``bench gates``, in order."""
+    """The runs of ``bench gates``, in order, each at every seed."""
     if args.steps < 1:
         raise ValueError("--steps must be at least 1.")
     common = {"steps": args.steps, "mu": args.mu, "lr": args.lr}
-    plan: Plan = []
+    runs: list[tuple[str, dict[str, Any]]] = []
     for gate_lr in args.gate_lrs:
-        plan.append(
+        runs.append(
             (
                 f"AutoAttention, gate lr {gate_lr:g}",
-                base_request(
-                    args,
-                    method="autoattention",
-                    config={**common, "gate_lr": gate_lr},
-                    name=f"AutoAttention gate lr {gate_lr:g}",
-                ),
+                {
+                    "method": "autoattention",
+                    "config": {**common, "gate_lr": gate_lr},
+                    "name": f"AutoAttention gate lr {gate_lr:g}",
+                },
             )
         )
     fixed_lr = args.gate_lrs[len(args.gate_lrs) // 2]
-    plan.append(
+    runs.append(
         (
             f"AutoAttention, gate lr {fixed_lr:g}, fixed {args.sparsity:.0%}",
-            base_request(
-                args,
-                method="autoattention",
-                config={**common, "gate_lr": fixed_lr, "fixed_sparsity": args.sparsity},
-                name=f"AutoAttention fixed {args.sparsity:.0%}",
-            ),
+            {
+                "method": "autoattention",
+                "config": {**common, "gate_lr": fixed_lr, "fixed_sparsity": args.sparsity},
+                "name": f"AutoAttention fixed {args.sparsity:.0%}",
+            },
         )
     )
     if not args.skip_l0:
-        plan.append(
+        runs.append(
             (
                 "L0 hard-concrete (Voita et al.)",
-                base_request(
-                    args,
-                    method="l0_gates",
-                    config={**common, "mu": args.l0_mu},
-                    name=f"L0 gates mu {args.l0_mu:g}",
-                ),
+                {
+                    "method": "l0_gates",
+                    "config": {**common, "mu": args.l0_mu},
+                    "name": f"L0 gates mu {args.l0_mu:g}",
+                },
             )
         )
     for method, title in (("hisp", "HISP"), ("random", "Random heads")):
-        plan.append(
+        runs.append(
             (
                 f"{title} {args.sparsity:.0%} + {args.steps} recovery steps",
-                base_request(
-                    args,
-                    method=method,
-                    config={"sparsity": args.sparsity},
-                    recovery_steps=args.steps,
-                    recovery_lr=args.lr,
-                    name=f"{title} {args.sparsity:.0%} + recovery",
-                ),
+                {
+                    "method": method,
+                    "config": {"sparsity": args.sparsity},
+                    "recovery_steps": args.steps,
+                    "recovery_lr": args.lr,
+                    "name": f"{title} {args.sparsity:.0%} + recovery",
+                },
             )
         )
-    return plan
+    return _at_seeds(args, runs)
+
+
+# The paper's gradient batches (Sections 3.2 and 3.5.2): the first 1,000 batches of the training
+# set for the gradient strategies, 100 batches (10 noisy passes each) for the smoothing ones.
+PAPER_GRAD_BATCHES = {"layer_mag_grad": 1000, "cam_cut": 1000, "smooth_cut": 100, "smooth_cam": 100}
 
 
 def deepcuts_plan(args: argparse.Namespace) -> Plan:
-    """The runs of ``bench deepcuts``: every strategy at every ratio."""
-    plan: Plan = []
+    """The runs of ``bench deepcuts``: every strategy at every ratio, each at every seed.
+
+    Reads ``strategies``, ``ratios``, ``grad_batches`` and ``refine_steps`` from ``args``, and,
+    when present, ``ratio_definition``, ``batch_size``, ``smooth_noise_std`` and ``seeds`` (the
+    quality bench's namespace has only the first four). Settings left at their defaults stay out
+    of the configs, so earlier runs keep their store keys.
+    """
+    definition = getattr(args, "ratio_definition", "prunable")
+    extra: dict[str, Any] = {}
+    if definition != "prunable":
+        extra["ratio_definition"] = definition
+    for name in ("batch_size", "smooth_noise_std"):
+        if getattr(args, name, None) is not None:
+            extra[name] = getattr(args, name)
+    suffix = "" if definition == "prunable" else f" ({definition})"
+    runs: list[tuple[str, dict[str, Any]]] = []
     for strategy in args.strategies:
+        batches = args.grad_batches
+        if batches == "paper":
+            batches = PAPER_GRAD_BATCHES.get(strategy, 16)
         for ratio in args.ratios:
             config = {
                 "strategy": strategy,
                 "compression_ratio": ratio,
-                "grad_batches": args.grad_batches,
+                "grad_batches": batches,
                 "refine_steps": args.refine_steps,
+                **extra,
             }
-            plan.append(
+            runs.append(
                 (
-                    f"{strategy} x{ratio:g}",
-                    base_request(
-                        args,
-                        method="deepcuts",
-                        config=config,
-                        name=f"DeepCuts {strategy} x{ratio:g}",
-                    ),
+                    f"{strategy} x{ratio:g}{suffix}",
+                    {
+                        "method": "deepcuts",
+                        "config": config,
+                        "name": f"DeepCuts {strategy} x{ratio:g}{suffix}",
+                    },
                 )
             )
-    return plan
+    return _at_seeds(args, runs)
 
 
 def run_plan(
     plan: Plan, *, progress: bool, run: Callable[..., Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Run (or fetch) every request of ``plan``; one row per run."""
+    """Run (or fetch) every request of ``plan``; one row per run (with its ``seed``)."""
     from pruning.pipeline import run_pruning
 
     run = run or run_pruning
     for _, request in plan:
         request.method_config()  # refuse bad settings before hours of work
+    several = len({request.seed for _, request in plan}) > 1
     rows = []
     for label, request in plan:
-        bar = fraction_bar(label[:40], enabled=progress)
+        shown = f"{label} · seed {request.seed}" if several else label
+        bar = fraction_bar(shown[:40], enabled=progress)
 
         def on_event(event: Any, bar: Any = bar) -> None:
             show_fraction(bar, event.fraction, event.message[:50])
@@ -252,15 +383,21 @@ def run_plan(
 
 
 def _row(label: str, record: Any, wall: float) -> dict[str, Any]:
+    from pruning.compression import stored_ratios
+
     metrics = record.metrics
     final = metrics.get("recovered") or metrics["pruned"]
     info = record.info.get("method_info", {})
     cost = metrics.get("cost", {})
+    # Both compression-ratio definitions; None for head-level runs.
+    weight_level = record.info.get("granularity") == "weight"
+    ratios = stored_ratios(info, cost if weight_level else {})
     return {
         "label": label,
         "key": record.key,
         "method": record.method,
         "config": record.config,
+        "seed": record.seed,
         "heads_removed": int((~record.mask).sum()),
         "heads": int(record.mask.numel()),
         "head_sparsity": record.head_sparsity,
@@ -270,46 +407,11 @@ def _row(label: str, record: Any, wall: float) -> dict[str, Any]:
         "accuracy": final.get("accuracy"),
         "mcc": final.get("mcc"),
         "params_nonzero": cost.get("params_nonzero"),
-        "achieved_ratio": info.get("achieved_ratio"),
+        **ratios,
         "reopened": info.get("reopened_count"),
         "seconds": record.info.get("total_seconds"),
         "wall_seconds": wall,
     }
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], *, weight_level: bool = False) -> str:
-    """The rows as a markdown table (accuracy in %, dense accuracy once in the header)."""
-    dense = next((r["dense_accuracy"] for r in rows if r["dense_accuracy"] is not None), None)
-    title = f"dense {dense:.2%}" if dense is not None else "dense n/a"
-    if weight_level:
-        lines = [
-            f"| strategy | ratio | achieved | accuracy ({title}) | recovered | seconds |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            config = r["config"]
-            lines.append(
-                f"| {config.get('strategy')} | {config.get('compression_ratio'):g} | "
-                f"{_num(r['achieved_ratio'], '{:.2f}')} | {_num(r['pruned_accuracy'], '{:.2%}')} "
-                f"| {_num(r['recovered_accuracy'], '{:.2%}')} | {_num(r['seconds'], '{:.0f}')} |"
-            )
-        return "\n".join(lines) + "\n"
-    lines = [
-        f"| run | heads removed | accuracy ({title}) | before recovery | reopened | seconds |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        before = r["pruned_accuracy"] if r["recovered_accuracy"] is not None else None
-        lines.append(
-            f"| {r['label']} | {r['heads_removed']}/{r['heads']} ({r['head_sparsity']:.0%}) | "
-            f"{_num(r['accuracy'], '{:.2%}')} | {_num(before, '{:.2%}')} | "
-            f"{_num(r['reopened'], '{}')} | {_num(r['seconds'], '{:.0f}')} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _num(value: Any, pattern: str) -> str:
-    return "–" if value is None else pattern.format(value)
 
 
 def cmd_run_bench(args: argparse.Namespace) -> int:
@@ -319,7 +421,12 @@ def cmd_run_bench(args: argparse.Namespace) -> int:
     rows = run_plan(plan, progress=not args.no_progress)
     weight_level = args.bench == "deepcuts"
     table = markdown_table(rows, weight_level=weight_level)
-    report = bench_report(args, started, rows=rows)
+    content: dict[str, Any] = {"rows": rows}
+    if weight_level:
+        claims = deepcuts_claims(rows, tie_tolerance=args.tie_tolerance)
+        content["claims"] = claims
+        table += claims_markdown(claims)
+    report = bench_report(args, started, **content)
     return write_report(args, report, table)
 
 

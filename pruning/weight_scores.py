@@ -15,15 +15,17 @@ https://github.com/RuskinManku/DeepCuts (ShrinkBench strategies ``LayerMagWeight
 * :func:`apply_weight_masks`: a copy of the model with the pruned weights set to exactly zero
   (:func:`zero_pruned_weights` does the same in place, for a copy the caller already owns).
 
-Compression ratio: ``r = prunable weights / remaining weights``, counted over the prunable
-matrices only (ShrinkBench's ``compression`` also counts the parameters that are never pruned).
+Compression ratio: :func:`masks_for_ratio` takes ``r = prunable weights / remaining weights``,
+counted over the prunable matrices only. The paper's ratio counts the whole model as ShrinkBench
+does (Section 1.2); :mod:`pruning.compression` converts between the two.
 
-Sources of the formulas: the paper's full text (eqs. 1-9) was not retrievable here; the formulas
-follow issue #7's summary of them and were checked against the authors' code, which they match
-except where noted: the authors' ``LayerMagGrad`` class scores ``|g|`` alone while eq. 4 is
-``|w * g|`` (used here); the authors average activations over padding positions too and keep
-dropout on while taking gradients, whereas here padding is excluded and dropout is off; they also
-score biases, which are never pruned here.
+Sources of the formulas: the paper's eqs. 1-9 (Sections 2.1-3.5), checked against the authors'
+code, which they match except where noted: the authors' ``LayerMagGrad`` class scores ``|g|``
+alone while eq. 4 is ``|w * g|`` (used here); the authors average activations over padding
+positions too and keep dropout on while taking gradients, whereas here padding is excluded and
+dropout is off; they also score and prune biases (ShrinkBench masks every parameter of a
+prunable module), which are never pruned here; their SmoothGrad noise is ``randn * 1e-3`` while
+the paper's Section 3.5.1 gives a variance of 0.01 (standard deviation 0.1, the default here).
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def compute_weight_scores(
     *,
     cam_lambda: float = 10.0,
     smooth_samples: int = 10,
-    smooth_noise_std: float = 0.01,
+    smooth_noise_std: float = 0.1,
     generator: torch.Generator | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -169,8 +171,9 @@ def compute_weight_scores(
       ``lambda`` (``cam_lambda``) shifts the activations so negative means do not zero a row.
     * ``smooth_cut`` = LayerSmoothGrad (eq. 9): ``g_b`` replaced by its SmoothGrad average over
       ``eta = smooth_samples`` forward/backward passes, each with ``N(0, sigma^2)`` noise added
-      to every prunable layer's output by forward hooks; ``sigma = smooth_noise_std`` is the
-      noise's *standard deviation*.
+      to every prunable layer's output by forward hooks (eq. 8, ``y + z``); ``sigma =
+      smooth_noise_std`` is the noise's *standard deviation*: the paper's "variance of 0.01"
+      (Section 3.5.1) is ``sigma = 0.1``, the default; the authors' code uses ``1e-3``.
     * ``smooth_cam`` = LayerSmoothGradCAMShift: the SmoothGrad gradients in the Cam-Cut formula
       (``a_b`` from a clean, noise-free forward).
 

@@ -44,14 +44,26 @@ def _charts(app: AppTest) -> list[str]:
     return texts
 
 
-def _synthetic_run(prepared: PreparedModel, strategy: str, ratio: float, seed: int) -> RunRecord:
-    """A DeepCuts-like run on the prepared tiny model: random masks of its encoder weights."""
+def _synthetic_run(
+    prepared: PreparedModel,
+    strategy: str,
+    ratio: float,
+    seed: int,
+    definition: str = "prunable",
+) -> RunRecord:
+    """A DeepCuts-like run on the prepared tiny model: random masks of its encoder weights.
+
+    Runs with a ``definition`` other than "prunable" carry the method info of issue #27 (keep
+    share, whole-model and BERT-base ratios); prunable ones look like runs stored before it.
+    """
+    from pruning.compression import bert_base_equivalent_ratio, bert_base_keep_share
     from pruning.weight_masks import head_density
 
     model = prepared.load(device="cpu").model
     generator = torch.Generator().manual_seed(seed)
+    share = 1 / ratio if definition == "prunable" else bert_base_keep_share(ratio)
     masks = {
-        name: torch.rand(p.shape, generator=generator) < 1 / ratio
+        name: torch.rand(p.shape, generator=generator) < share
         for name, p in model.named_parameters()
         if ".encoder.layer." in name and name.endswith(".weight") and p.ndim == 2
     }
@@ -59,7 +71,15 @@ def _synthetic_run(prepared: PreparedModel, strategy: str, ratio: float, seed: i
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     fingerprint = f"prepared:{prepared.key}"
-    config = {"strategy": strategy, "compression_ratio": ratio}
+    config: dict[str, object] = {"strategy": strategy, "compression_ratio": ratio}
+    info: dict[str, object] = {"strategy": strategy, "achieved_ratio": total / kept}
+    if definition != "prunable":
+        config["ratio_definition"] = definition
+        info.update(
+            keep_share=kept / total,
+            whole_model_ratio=1.2,
+            bert_base_ratio=bert_base_equivalent_ratio(kept / total),
+        )
     return RunRecord(
         key=RunStore.key_for(
             model_fingerprint=fingerprint,
@@ -86,7 +106,7 @@ def _synthetic_run(prepared: PreparedModel, strategy: str, ratio: float, seed: i
         trace=[],
         info={
             "name": f"DeepCuts · {strategy} · {ratio:g}×",
-            "method_info": {"strategy": strategy, "achieved_ratio": total / kept},
+            "method_info": info,
             "settings": {"eval_examples": None},
         },
         mask=density > 0,
@@ -148,8 +168,12 @@ def test_stored_runs_show_curves_table_density_cost_and_iou(tmp_path: Path) -> N
     assert {m.label for m in app.metric} >= {
         "Non-zero weights",
         "Sparse size (CSR)",
-        "IoU over all masked weights",
+        "IoU of the pruned weights over all masked weights",
     }
+    # Runs stored before issue #27 get both ratio definitions from their cost and ratio.
+    assert set(table["definition"]) == {"prunable"}
+    assert list(table["whole-model ratio"]) == [100_000 / 90_000] * 2
+    assert all(2.0 < r < 2.2 for r in table["BERT-base ratio"])  # prunable 3 ~ the paper's 2.1
     assert any("no dense speed-up" in i.value for i in app.info)
 
     app.radio[0].set_value("All strategies at one ratio").run()
@@ -157,6 +181,55 @@ def test_stored_runs_show_curves_table_density_cost_and_iou(tmp_path: Path) -> N
     charts = _charts(app)
     assert any("Mean IoU over heads at 3×" in c for c in charts)
     assert any("Minimum IoU over heads at 3×" in c for c in charts)
+    assert any("IoU of pruned weights" in c or "Weight-mask IoU per layer" in c for c in charts)
+
+    app.radio[0].set_value("The paper's Figure 9 (ratios 3 and 3.5)").run()
+    assert not app.exception and not app.error
+    assert any("Figure 9 needs two or more strategies" in i.value for i in app.info)
+
+
+def test_figure_9_and_both_ratio_definitions_from_stored_runs(tmp_path: Path) -> None:
+    _deepcuts_registered()
+    app = AppTest.from_file(APP, default_timeout=120)
+    model, data = prepared_tiny_setup(tmp_path / "setup")
+    (prepared,) = ModelStore().list()
+    seed = 0
+    for ratio in (3.0, 3.5):
+        for strategy in ("layer_mag_weight", "cam_cut", "smooth_cut"):
+            run = _synthetic_run(prepared, strategy, ratio, seed, "bert_base_equivalent")
+            RunStore().save(run)
+            seed += 1
+    RunStore().save(_synthetic_run(prepared, "cam_cut", 3.0, seed, "prunable"))
+    app.session_state["model_spec"] = model
+    app.session_state["data_spec"] = data
+    app = app.run().switch_page(PAGE).run()
+    assert not app.exception and not app.error
+    assert "Ratio definition" in [s.label for s in app.selectbox]
+    table = app.dataframe[0].value
+    paper = table[table["definition"] == "bert_base_equivalent"]
+    assert len(paper) == 6
+    for ratio, value in zip(paper["ratio"], paper["BERT-base ratio"], strict=True):
+        assert value == pytest.approx(ratio, rel=0.1)
+    definitions = next(r for r in app.radio if r.label == "Ratio definition of the curves")
+    assert len(definitions.options) == 2  # one curve chart per definition, never mixed
+    definitions.set_value("bert_base_equivalent").run()
+    assert not app.exception and not app.error
+    curves = _charts(app)[0]
+    assert "Accuracy against compression ratio" in curves
+    assert "Smooth-Cut (SmoothGrad)" in curves
+
+    next(r for r in app.radio if r.label == "Compare").set_value(
+        "The paper's Figure 9 (ratios 3 and 3.5)"
+    ).run()
+    assert not app.exception and not app.error
+    charts = _charts(app)
+    (figure,) = [c for c in charts if "the paper's Figure 9" in c]
+    assert "IoU of the pruned weights across layers" in figure
+    for ratio in ("3×", "3.5×"):
+        assert f"mean IoU at {ratio}" in figure and f"min IoU at {ratio}" in figure
+    next(r for r in app.radio if r.label == "IoU of").set_value("kept").run()
+    assert not app.exception and not app.error
+    assert any("IoU of the kept weights across layers" in c for c in _charts(app))
 
 
 def test_a_real_tiny_run_is_submitted_stored_and_shown(tmp_path: Path) -> None:
@@ -184,3 +257,16 @@ def test_a_real_tiny_run_is_submitted_stored_and_shown(tmp_path: Path) -> None:
         app.run()
     assert not app.exception and not app.error
     assert any("Masked latency" in c for c in _charts(app))
+
+
+def test_a_whole_model_ratio_the_classifier_cannot_reach_is_refused_in_the_form(
+    tmp_path: Path,
+) -> None:
+    _deepcuts_registered()
+    app = _open(tmp_path)
+    next(s for s in app.selectbox if s.label == "Ratio definition").set_value("whole_model")
+    next(b for b in app.button if b.label == "Run").click().run()
+    assert not app.exception
+    assert any("cannot be reached" in e.value and "Nothing was started" in e.value
+               for e in app.error)  # fmt: skip
+    assert RunStore().list()[0] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -602,3 +603,237 @@ def test_a_ratio_sweep_scores_once_and_gives_the_same_masks_as_fresh_scoring() -
         )
     other_seed = run(deepcuts_context(seed=9), reuse=True, strategy="cam_cut")
     assert not other_seed.info["scores_reused"]
+
+
+# --- issue #27: the paper's compression ratio, SmoothGrad noise, re-training, IoU ---------------
+
+
+# What DeepCutsConfig().to_dict() was before issue #27; the run keys of stored runs hash it.
+PRE_27_DEFAULT_DICT = {
+    "strategy": "cam_cut",
+    "compression_ratio": 3.0,
+    "grad_batches": 16,
+    "batch_size": 32,
+    "cam_lambda": 10.0,
+    "smooth_samples": 10,
+    "smooth_noise_std": 0.01,
+    "refine_steps": 0,
+    "refine_lr": 5e-5,
+    "rewind": False,
+}
+
+
+def test_configs_of_earlier_runs_keep_their_dict_and_run_key() -> None:
+    from cache.run_store import RunStore
+
+    def key(config: dict[str, Any]) -> str:
+        return RunStore.key_for(
+            model_fingerprint="m", data_fingerprint="d", method="deepcuts", config=config, seed=0
+        )
+
+    earlier = DeepCutsConfig.from_dict(PRE_27_DEFAULT_DICT)
+    assert earlier.ratio_definition == "prunable"
+    assert earlier.to_dict() == PRE_27_DEFAULT_DICT
+    assert key(earlier.to_dict()) == key(PRE_27_DEFAULT_DICT)
+    assert DeepCutsConfig(smooth_noise_std=0.01).to_dict() == PRE_27_DEFAULT_DICT
+    # The paper's noise is a new default, so a default config is a new setting...
+    assert DeepCutsConfig().to_dict() == {**PRE_27_DEFAULT_DICT, "smooth_noise_std": 0.1}
+    # ... and a non-default definition enters the dict (and the key).
+    shares = DeepCutsConfig(ratio_definition="bert_base_equivalent").to_dict()
+    assert shares["ratio_definition"] == "bert_base_equivalent"
+    assert DeepCutsConfig.from_dict(shares) == DeepCutsConfig(
+        ratio_definition="bert_base_equivalent"
+    )
+
+
+def test_smoothgrad_noise_defaults_to_the_papers_standard_deviation() -> None:
+    # Section 3.5.1: "a normal distribution with a variance of 0.01": sigma = 0.1.
+    assert DeepCutsConfig().smooth_noise_std == deepcuts_module.PAPER_NOISE_STD == 0.1
+    assert math.isclose(deepcuts_module.PAPER_NOISE_STD**2, 0.01)
+    assert deepcuts_module.AUTHORS_CODE_NOISE_STD == 1e-3  # torch.randn_like(output) * 1e-3
+    fields = {spec.name: spec for spec in dataclasses.fields(DeepCutsConfig)}
+    assert "0.1 is the paper's" in fields["smooth_noise_std"].metadata["help"]
+
+
+def test_the_hooks_add_noise_with_smooth_noise_std_as_its_standard_deviation() -> None:
+    from pruning.weight_scores import _output_hooks
+
+    linear = nn.Linear(3, 500)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.zero_()
+    for sigma in (0.1, 1e-3):
+        state: dict[str, Any] = {"record": False, "noise": sigma, "sums": {}, "counts": {}}
+        with _output_hooks({"linear": linear}, state, torch.Generator().manual_seed(0)):
+            noise = linear(torch.ones(200, 3)).detach()  # zero map: the output is the noise
+        assert float(noise.std()) == pytest.approx(sigma, rel=0.01)
+        assert abs(float(noise.mean())) < sigma / 50
+
+
+def test_the_method_passes_its_noise_and_passes_to_the_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, Any] = {}
+    real = deepcuts_module.compute_weight_scores
+
+    def spy(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deepcuts_module, "compute_weight_scores", spy)
+    run(deepcuts_context(), strategy="smooth_cut", smooth_samples=2)
+    assert seen["smooth_noise_std"] == 0.1 and seen["smooth_samples"] == 2
+
+
+@pytest.mark.parametrize("ratio", [2.0, 3.0, 3.5, 4.0])
+def test_bert_base_equivalent_keeps_the_share_the_papers_ratio_leaves_on_bert_base(
+    ratio: float,
+) -> None:
+    from pruning.compression import bert_base_keep_share, headscope_counts
+
+    context = deepcuts_context()
+    result = run(
+        context,
+        strategy="layer_mag_weight",
+        compression_ratio=ratio,
+        ratio_definition="bert_base_equivalent",
+    )
+    share = bert_base_keep_share(ratio)
+    for name, mask in result.weight_masks.items():
+        assert int(mask.sum()) == round(mask.numel() * share), name
+    info = result.info
+    counts = headscope_counts(context.model)
+    kept = sum(int(mask.sum()) for mask in result.weight_masks.values())
+    assert info["ratio_definition"] == "bert_base_equivalent" and info["ratio"] == ratio
+    assert info["target_keep_share"] == share
+    assert info["keep_share"] == pytest.approx(share, abs=0.01)
+    assert info["bert_base_ratio"] == pytest.approx(ratio, rel=0.02)
+    assert info["achieved_ratio"] == pytest.approx(counts.prunable / kept)
+    assert info["whole_model_ratio"] == pytest.approx(
+        counts.total / (counts.total - (counts.prunable - kept))
+    )
+    assert info["params_total"] == counts.total
+    event = result.trace[-1].data
+    assert event["ratio_definition"] == "bert_base_equivalent"
+    assert event["whole_model_ratio"] == info["whole_model_ratio"]
+
+
+def test_prunable_definition_reports_the_papers_ratio_too() -> None:
+    result = run(deepcuts_context(), strategy="layer_mag_weight", compression_ratio=3.0)
+    assert result.info["ratio_definition"] == "prunable"
+    assert result.info["achieved_ratio"] == pytest.approx(3.0, rel=0.01)
+    assert result.info["bert_base_ratio"] == pytest.approx(2.09, abs=0.02)
+    assert 1.0 < result.info["whole_model_ratio"] < 3.0
+
+
+def test_whole_model_ratio_is_reached_on_the_model_or_refused_before_gradients() -> None:
+    from pruning.compression import headscope_counts
+
+    context = deepcuts_context()
+    counts = headscope_counts(context.model)
+    ratio = round(1 + (counts.max_whole_model_ratio - 1) / 2, 2)
+    result = run(
+        context, strategy="cam_cut", compression_ratio=ratio, ratio_definition="whole_model"
+    )
+    assert result.info["whole_model_ratio"] == pytest.approx(ratio, rel=0.01)
+    polled: list[bool] = []
+
+    def should_stop() -> bool:
+        polled.append(True)
+        return False
+
+    too_far = counts.max_whole_model_ratio + 0.5
+    with pytest.raises(ValueError, match="cannot be reached"):
+        run(
+            deepcuts_context(should_stop=should_stop),
+            strategy="cam_cut",
+            compression_ratio=too_far,
+            ratio_definition="whole_model",
+        )
+    assert polled == []  # refused before the first gradient
+
+
+def test_bert_base_equivalent_ratios_beyond_bert_base_are_refused() -> None:
+    with pytest.raises(ValueError, match="below 4.586"):
+        DeepCutsConfig(ratio_definition="bert_base_equivalent", compression_ratio=5.0)
+    with pytest.raises(ValueError, match="Ratio definition must be one of"):
+        DeepCutsConfig(ratio_definition="params")  # type: ignore[arg-type]
+
+
+def test_refine_is_the_lottery_ticket_retraining_mask_fixed_under_adamw() -> None:
+    """The pruned weights stay exactly zero after every AdamW step (weight decay, momentum)."""
+    from pruning.train import TrainConfig, fine_tune
+
+    context = deepcuts_context()
+    result = run(context, strategy="layer_mag_weight", compression_ratio=4.0)
+    assert result.model is not None
+    masks = result.weight_masks
+    config = TrainConfig(lr=1e-2, weight_decay=0.1, batch_size=4, max_steps=4)
+
+    def pruned_values(model: nn.Module) -> torch.Tensor:
+        parameters = dict(model.named_parameters())
+        return torch.cat([parameters[name][~mask].detach() for name, mask in masks.items()])
+
+    masked = copy.deepcopy(result.model)
+    kept_before = {name: dict(masked.named_parameters())[name][mask].clone()
+                   for name, mask in masks.items()}  # fmt: skip
+    steps: list[float] = []
+
+    def on_event(event: Any) -> None:
+        steps.append(float(pruned_values(masked).abs().max()))
+
+    fine_tune(masked, context.tokenizer, context.dataset.train, config, on_event=on_event,
+              weight_masks=masks)  # fmt: skip
+    assert steps == [0.0] * 4
+    parameters = dict(masked.named_parameters())
+    assert any(not torch.equal(parameters[n][m], kept_before[n]) for n, m in masks.items())
+    # Without the mask the same training moves the pruned weights: the test can fail.
+    free = copy.deepcopy(result.model)
+    fine_tune(free, context.tokenizer, context.dataset.train, config)
+    assert float(pruned_values(free).abs().max()) > 0.0
+
+
+def test_iou_of_kept_and_of_pruned_sets_on_hand_made_masks() -> None:
+    from pruning.weight_masks import random_iou
+
+    a = {"w": torch.tensor([[True, True, True, False]])}
+    b = {"w": torch.tensor([[True, True, False, False]])}
+    assert mask_iou(a, b) == pytest.approx(2 / 3)  # kept: {0,1} / {0,1,2}
+    assert mask_iou(a, b, which="pruned") == pytest.approx(1 / 2)  # pruned: {3} / {2,3}
+    # Chance levels at the paper's ratios 3 and 3.5 on BERT-base (14.7% and 8.7% kept).
+    assert random_iou(0.1474, which="kept") == pytest.approx(0.0796, abs=1e-4)
+    assert random_iou(0.1474, which="pruned") == pytest.approx(0.7431, abs=1e-4)
+    assert random_iou(0.0865, which="pruned") == pytest.approx(0.8408, abs=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    x = {"w": torch.rand(400_000, generator=generator) < 0.25}
+    y = {"w": torch.rand(400_000, generator=generator) < 0.25}
+    for which in ("kept", "pruned"):
+        assert mask_iou(x, y, which=which) == pytest.approx(random_iou(0.25, which=which), abs=3e-3)
+    assert random_iou(0.0, which="kept") == 1.0
+    with pytest.raises(ValueError, match="keep_share"):
+        random_iou(1.5)
+
+
+def test_iou_matrices_across_layers_are_the_papers_figure_9() -> None:
+    model = build_tiny_model("bert")
+    weights = prunable_weights(model)
+    generator = torch.Generator().manual_seed(1)
+    by_strategy = {
+        name: masks_for_ratio(
+            {n: torch.rand(w.shape, generator=generator) for n, w in weights.items()}, 3.0
+        )
+        for name in ("layer_mag_weight", "cam_cut", "smooth_cut")
+    }
+    for which in ("kept", "pruned"):
+        names, mean, low = iou_matrices(model, by_strategy, which=which, over="layers")
+        assert names == list(by_strategy)
+        per_layer = layer_iou(model, by_strategy["cam_cut"], by_strategy["smooth_cut"], which=which)
+        assert float(mean[1, 2]) == pytest.approx(float(per_layer.mean()))
+        assert float(low[2, 1]) == pytest.approx(float(per_layer.min()))
+        assert torch.equal(mean.diagonal(), torch.ones(3))
+    _, kept_mean, _ = iou_matrices(model, by_strategy, which="kept", over="layers")
+    _, pruned_mean, _ = iou_matrices(model, by_strategy, which="pruned", over="layers")
+    off_diagonal = ~torch.eye(3, dtype=torch.bool)
+    assert bool((pruned_mean[off_diagonal] > kept_mean[off_diagonal]).all())
+    with pytest.raises(ValueError, match="over must be"):
+        iou_matrices(model, by_strategy, over="tokens")  # type: ignore[arg-type]

@@ -351,3 +351,21 @@ def test_ratio_for_sparsity_matches_keep_count() -> None:
     assert keep_count(1024, ratio_for_sparsity(0.2)) == 819
     assert keep_count(2048, ratio_for_sparsity(0.99)) == 20
     assert keep_count(10, ratio_for_sparsity(0.0)) == 10
+
+
+def test_info_reports_both_compression_ratio_definitions() -> None:
+    from pruning.compression import bert_base_equivalent_ratio, headscope_counts
+
+    context = deepcuts_context(n_train=0)
+    result = run(context, sparsity=0.75)
+    kept, total = kept_total(result.weight_masks)
+    counts = headscope_counts(context.model)
+    assert counts.prunable == total
+    info = result.info
+    assert info["achieved_ratio"] == pytest.approx(total / kept) == pytest.approx(4.0, rel=0.01)
+    assert info["keep_share"] == kept / total
+    # The paper's definition: all parameters over those that remain (embeddings count).
+    assert info["whole_model_ratio"] == pytest.approx(counts.total / (counts.total - total + kept))
+    assert 1.0 < info["whole_model_ratio"] < info["achieved_ratio"]
+    assert info["bert_base_ratio"] == pytest.approx(bert_base_equivalent_ratio(kept / total))
+    assert info["params_total"] == counts.total

@@ -9,10 +9,12 @@ import pytest
 
 from viz.deepcuts import (
     CostRow,
+    IouMatrices,
     RatioPoint,
     build_cost_table,
     build_density_heatmap,
     build_head_iou_heatmap,
+    build_iou_matrices,
     build_iou_matrix,
     build_layer_iou_chart,
     build_ratio_curves,
@@ -63,7 +65,9 @@ def test_head_iou_heatmap_names_both_runs_and_summarises() -> None:
     np.testing.assert_array_equal(np.array(trace.z), iou)
     assert (trace.zmin, trace.zmax) == (0.0, 1.0)
     assert trace.text[1][0] == "0.25"
-    assert "IoU cam_cut vs smooth_cut: 0.500" in trace.hovertext[0][1]
+    assert "IoU of kept weights, cam_cut vs smooth_cut: 0.500" in trace.hovertext[0][1]
+    pruned = build_head_iou_heatmap(iou, ("cam_cut", "smooth_cut"), which="pruned")
+    assert "IoU of pruned weights, cam_cut vs smooth_cut" in pruned.data[0].hovertext[0][1]
     assert fig.layout.title.text == (
         "Weight-mask IoU per head<br><sup>cam_cut vs smooth_cut · mean 0.62 · min 0.25 over "
         "heads</sup>"
@@ -81,6 +85,10 @@ def test_layer_iou_chart_one_line_per_pair() -> None:
     assert list(fig.data[0].x) == ["L0", "L1", "L2"]
     assert list(fig.data[1].y) == [0.9, 0.8, 0.7]
     assert tuple(fig.layout.yaxis.range) == (0, 1.02)
+    assert fig.layout.yaxis.title.text == "IoU of kept weights"
+    assert build_layer_iou_chart(pairs, which="pruned").layout.yaxis.title.text == (
+        "IoU of pruned weights"
+    )
     with pytest.raises(ValueError, match="empty"):
         build_layer_iou_chart({})
     with pytest.raises(ValueError, match="lengths"):
@@ -106,6 +114,47 @@ def test_iou_matrix_annotates_every_cell() -> None:
         build_iou_matrix(names[:2], matrix)
 
 
+def _figure9_panels() -> list[IouMatrices]:
+    names = ("LayerMagWeight", "Cam-Cut", "Smooth-Cut")
+    mean = np.array([[1.0, 0.84, 0.83], [0.84, 1.0, 0.95], [0.83, 0.95, 1.0]])
+    return [
+        IouMatrices(3.0, names, mean, mean - 0.05 * (mean < 1), chance=0.743),
+        IouMatrices(3.5, names, mean, mean - 0.02 * (mean < 1)),
+    ]
+
+
+def test_iou_matrices_draw_figure_9_mean_and_minimum_per_ratio() -> None:
+    fig = build_iou_matrices(_figure9_panels())
+    assert [t.name for t in fig.data] == [
+        "mean IoU at 3×", "min IoU at 3×", "mean IoU at 3.5×", "min IoU at 3.5×",
+    ]  # fmt: skip
+    np.testing.assert_allclose(np.array(fig.data[1].z), _figure9_panels()[0].minimum)
+    assert all((t.zmin, t.zmax) == (0.0, 1.0) for t in fig.data)
+    assert [t.showscale for t in fig.data] == [False, True, False, False]
+    titles = [a.text for a in fig.layout.annotations[:4]]
+    assert titles == ["mean at 3× (random masks: 0.74)", "minimum at 3× (random masks: 0.74)",
+                      "mean at 3.5×", "minimum at 3.5×"]  # fmt: skip
+    values = [a.text for a in fig.layout.annotations[4:]]
+    assert len(values) == 4 * 9 and values[1] == "0.84" and values[9 + 1] == "0.79"
+    assert "IoU of the pruned weights" in fig.layout.title.text
+    assert fig.layout.yaxis.autorange == "reversed"
+
+
+@pytest.mark.parametrize(
+    ("panels", "message"),
+    [
+        ([], "at least one"),
+        ([IouMatrices(3.0, ("a", "b"), np.ones((2, 3)), np.ones((2, 3)))], "square"),
+        ([IouMatrices(3.0, ("a",), np.ones((2, 2)), np.ones((2, 2)))], "names"),
+        ([IouMatrices(3.0, ("a", "b"), np.full((2, 2), 2.0), np.ones((2, 2)))], "[0, 1]"),
+        ([IouMatrices(-1.0, ("a", "b"), np.ones((2, 2)), np.ones((2, 2)))], "positive"),
+    ],
+)
+def test_iou_matrices_reject_bad_panels(panels: list[IouMatrices], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_iou_matrices(panels)
+
+
 def _rows() -> list[dict[str, object]]:
     return [
         {"strategy": "cam_cut", "ratio": 3.0, "accuracy": 0.80},
@@ -127,6 +176,9 @@ def test_ratio_curves_one_line_per_strategy_and_a_dense_line() -> None:
     assert list(fig.layout.xaxis.ticktext) == ["2×", "3×", "4×"]
     assert not any("recovered" in n for n in names)
     assert all(t.name != "dense" for t in build_ratio_curves(_rows()).data)
+    assert fig.layout.xaxis.title.text.endswith("(all prunable weights / kept weights)")
+    paper = build_ratio_curves(_rows(), axis_title="the paper's ratio on BERT-base")
+    assert paper.layout.xaxis.title.text == "the paper's ratio on BERT-base"
 
 
 def test_ratio_curves_show_recovered_accuracy_only_where_present() -> None:

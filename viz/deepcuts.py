@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from viz.grid import (
     COLOURBAR_PX,
@@ -33,10 +34,12 @@ from viz.grid import (
 
 __all__ = [
     "CostRow",
+    "IouMatrices",
     "RatioPoint",
     "build_cost_table",
     "build_density_heatmap",
     "build_head_iou_heatmap",
+    "build_iou_matrices",
     "build_iou_matrix",
     "build_layer_iou_chart",
     "build_ratio_curves",
@@ -64,6 +67,21 @@ class RatioPoint:
     ratio: float
     accuracy: float
     recovered_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class IouMatrices:
+    """Mean and minimum IoU between strategies at one compression ratio (one row of Figure 9).
+
+    ``mean`` and ``minimum``: float ``(S, S)`` in [0, 1], one row per name; ``chance``: the IoU
+    two random masks of the same density would have (drawn as a reference in the titles), or None.
+    """
+
+    ratio: float
+    names: tuple[str, ...]
+    mean: np.ndarray
+    minimum: np.ndarray
+    chance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -196,13 +214,14 @@ def build_density_heatmap(
 
 
 def build_head_iou_heatmap(
-    iou: np.ndarray, names: Sequence[str] = ("a", "b"), *, title: str = ""
+    iou: np.ndarray, names: Sequence[str] = ("a", "b"), *, title: str = "", which: str = "kept"
 ) -> go.Figure:
     """Per head, the IoU of two weight masks: |kept by both| / |kept by either| of its weights.
 
     ``iou``: float ``(n_layers, n_heads)`` in [0, 1], NaN (neither mask keeps a weight) = "n/a";
-    ``names``: the two runs. Returns one heatmap trace (``z`` = IoU, fixed 0..1 Blues range, values
-    in the cells) under a title with the mean and minimum over heads.
+    ``names``: the two runs; ``which``: ``"kept"`` or ``"pruned"`` (the IoU of the pruned sets
+    instead), named in the hover. Returns one heatmap trace (``z`` = IoU, fixed 0..1 Blues range,
+    values in the cells) under a title with the mean and minimum over heads.
 
     Raises:
         ValueError: for an array that is not 2-D in [0, 1] or not exactly two distinct names.
@@ -219,7 +238,7 @@ def build_head_iou_heatmap(
         values,
         title=title or "Weight-mask IoU per head",
         summary=summary,
-        value_label=f"IoU {first} vs {second}",
+        value_label=f"IoU of {which} weights, {first} vs {second}",
         colour_title="IoU",
         colourscale=IOU_COLOURSCALE,
         tickformat=".1f",
@@ -229,12 +248,16 @@ def build_head_iou_heatmap(
 
 
 def build_layer_iou_chart(
-    layer_iou: Mapping[str, np.ndarray], *, title: str = "Weight-mask IoU per layer"
+    layer_iou: Mapping[str, np.ndarray],
+    *,
+    title: str = "Weight-mask IoU per layer",
+    which: str = "kept",
 ) -> go.Figure:
-    """IoU of weight masks per layer, one line per pair of strategies (runs).
+    """IoU of weight masks per layer, one line per pair of strategies (runs): Figures 10-12.
 
     ``layer_iou``: pair label (e.g. ``"cam_cut vs smooth_cut"``) to a float ``(n_layers,)`` array
-    in [0, 1], all of one length. Returns one line-and-marker trace per pair (``x`` = "L0", ...,
+    in [0, 1], all of one length; ``which``: ``"kept"`` or ``"pruned"``, the set the IoU was
+    taken over (the y axis title). Returns one line-and-marker trace per pair (``x`` = "L0", ...,
     ``y`` = IoU) on a 0..1 axis.
 
     Raises:
@@ -269,7 +292,7 @@ def build_layer_iou_chart(
         legend=legend_below(230, offset_px=45),
     )
     fig.update_xaxes(type="category", title="layer")
-    fig.update_yaxes(range=[0, 1.02], title="IoU of kept weights", gridcolor="#eeeeee")
+    fig.update_yaxes(range=[0, 1.02], title=f"IoU of {which} weights", gridcolor="#eeeeee")
     return fig
 
 
@@ -333,6 +356,118 @@ def build_iou_matrix(
     return fig
 
 
+def _matrix_values(names: Sequence[str], matrix: Any, what: str) -> tuple[list[str], np.ndarray]:
+    values = np.asarray(matrix)
+    if values.ndim != 2 or values.shape[0] != values.shape[1]:
+        raise ValueError(f"{what} must be square (S, S); got shape {values.shape}.")
+    labels = check_names(names, values.shape[0], f"{what} rows")
+    return labels, _unit_values(values, what, 2)
+
+
+def build_iou_matrices(
+    panels: Sequence[IouMatrices],
+    *,
+    which: str = "pruned",
+    over: str = "layers",
+    title: str = "",
+) -> go.Figure:
+    """The paper's Figure 9: mean and minimum IoU between strategies, one row per ratio.
+
+    Grover, Gawri and Manku (2022), Figure 9: "the confusion matrix of the mean and min values
+    across all layers" at compression ratios 3 and 3.5. Row ``r`` holds ``panels[r]``'s mean
+    (left) and minimum (right) matrix, each a heatmap on a fixed 0..1 Blues range with its value
+    in every cell (``S * S`` annotations per panel), row 0 of a matrix at the top.
+
+    Args:
+        panels: one :class:`IouMatrices` per ratio (e.g. 3 and 3.5), in display order.
+        which: ``"pruned"`` or ``"kept"``: the set the IoU was taken over (for the titles).
+        over: ``"layers"`` or ``"heads"``: what the mean and minimum run across (for the titles).
+
+    Raises:
+        ValueError: for no panels, a matrix that is not square in [0, 1], names that do not match
+            it, or a ratio that is not a positive number.
+    """
+    if not panels:
+        raise ValueError("Pass at least one ratio's matrices: panels is empty.")
+    rows = []
+    for panel in panels:
+        ratio = _number(panel.ratio, "ratio")
+        if not math.isfinite(ratio) or ratio <= 0:
+            raise ValueError(f"A panel's ratio must be a positive number; got {panel.ratio!r}.")
+        labels, mean = _matrix_values(panel.names, panel.mean, f"mean IoU at {ratio:g}")
+        _, low = _matrix_values(panel.names, panel.minimum, f"minimum IoU at {ratio:g}")
+        if low.shape != mean.shape:
+            raise ValueError(
+                f"At {ratio:g} the mean matrix is {mean.shape} but the minimum {low.shape}; "
+                "pass both for the same strategies."
+            )
+        rows.append((ratio, labels, mean, low, panel.chance))
+    subtitles = []
+    for ratio, _, _, _, chance in rows:
+        note = "" if chance is None else f" (random masks: {chance:.2f})"
+        subtitles += [f"mean at {ratio:g}×{note}", f"minimum at {ratio:g}×{note}"]
+    fig = make_subplots(
+        rows=len(rows),
+        cols=2,
+        subplot_titles=subtitles,
+        horizontal_spacing=0.18,
+        vertical_spacing=0.5 / len(rows),
+    )
+    for index, (ratio, labels, mean, low, _) in enumerate(rows, start=1):
+        for col, (what, values) in enumerate((("mean", mean), ("min", low)), start=1):
+            hover = [
+                [f"{row} vs {other} at {ratio:g}×: {what} IoU {_decimal(values[i, j])}"
+                 for j, other in enumerate(labels)]
+                for i, row in enumerate(labels)
+            ]  # fmt: skip
+            fig.add_trace(
+                go.Heatmap(
+                    z=values.tolist(),
+                    x=labels,
+                    y=labels,
+                    zmin=0.0,
+                    zmax=1.0,
+                    colorscale=IOU_COLOURSCALE,
+                    showscale=index == 1 and col == 2,
+                    colorbar={"title": {"text": "IoU"}, "thickness": 14},
+                    hovertext=hover,
+                    hoverinfo="text",
+                    xgap=2,
+                    ygap=2,
+                    name=f"{what} IoU at {ratio:g}×",
+                ),
+                row=index,
+                col=col,
+            )
+            for i, row_name in enumerate(labels):
+                for j, col_name in enumerate(labels):
+                    value = float(values[i, j])
+                    dark = not math.isnan(value) and value > 0.6
+                    fig.add_annotation(
+                        x=col_name,
+                        y=row_name,
+                        text=_decimal(value),
+                        showarrow=False,
+                        font={"color": "#ffffff" if dark else MARK_COLOUR, "size": 11},
+                        row=index,
+                        col=col,
+                    )
+            fig.update_xaxes(type="category", tickangle=-30, showgrid=False, row=index, col=col)
+            fig.update_yaxes(
+                type="category", autorange="reversed", showgrid=False, row=index, col=col
+            )
+    side = max(55 * max(len(labels) for _, labels, _, _, _ in rows), 180)
+    default = f"IoU of the {which} weights between strategies, {over}: mean and minimum"
+    fig.update_layout(
+        title={"text": title or default, "x": 0.0},
+        height=len(rows) * (side + 130) + 60,
+        width=2 * side + 400,
+        margin={"t": 90, "b": 60, "l": 140, "r": 20},
+        plot_bgcolor=GRID_BG,
+    )
+    return fig
+
+
 def _rows_as(kind: type[Any], rows: Sequence[Any], what: str) -> list[Any]:
     """``rows`` (instances of ``kind`` or mappings with its field names) as ``kind``."""
     names = [f.name for f in fields(kind)]
@@ -369,6 +504,7 @@ def build_ratio_curves(
     dense_accuracy: float | None = None,
     strategy_labels: Mapping[str, str] | None = None,
     title: str = "Accuracy against compression ratio",
+    axis_title: str = "compression ratio (all prunable weights / kept weights)",
 ) -> go.Figure:
     """Accuracy against compression ratio: one line per strategy, the dense model dashed.
 
@@ -376,6 +512,7 @@ def build_ratio_curves(
         rows: :class:`RatioPoint` or dicts with its fields (``recovered_accuracy`` optional).
         dense_accuracy: the unpruned model's accuracy (a dashed grey horizontal line), or None.
         strategy_labels: display names by strategy (default: the strategy names).
+        axis_title: the x axis title: say which compression-ratio definition the rows use.
 
     Returns:
         One line-and-marker trace per strategy (points sorted by ratio), a dotted trace
@@ -449,7 +586,7 @@ def build_ratio_curves(
         legend={"title": {"text": "strategy"}},
     )
     fig.update_xaxes(
-        title="compression ratio (all prunable weights / kept weights)",
+        title=axis_title,
         range=[low - pad, high + pad],
         tickvals=ticks,
         ticktext=[f"{r:g}×" for r in ticks],

@@ -11,6 +11,14 @@ from typing import Any
 import torch
 
 from pruning.batching import Batch, make_batches
+from pruning.compression import (
+    RATIO_DEFINITIONS,
+    RatioDefinition,
+    bert_base_counts,
+    headscope_counts,
+    keep_share_for,
+    ratio_report,
+)
 from pruning.methods.base import (
     MethodConfig,
     PruneResult,
@@ -36,7 +44,16 @@ from pruning.weight_scores import (
 
 # Peak learning rate of the default preparation: what "rewind" replays (see DeepCuts).
 REWIND_LR = TrainConfig().lr
+# SmoothGrad noise, a standard deviation: the paper's "variance of 0.01" (Section 3.5.1) is
+# sigma = 0.1; the authors' code draws ``torch.randn_like(output) * 1e-3``; HeadScope used 0.01
+# before issue #27 (the paper's variance read as a standard deviation).
+PAPER_NOISE_STD = 0.1
+AUTHORS_CODE_NOISE_STD = 1e-3
 _FLOAT_FIELDS = ("compression_ratio", "cam_lambda", "smooth_noise_std", "refine_lr")
+# Fields added after runs were stored, with the default that reproduces the earlier behaviour:
+# ``to_dict`` leaves them out at that default, so the run keys (which hash ``to_dict()``) of
+# earlier configs do not change, as ``RunRequest.run_settings`` does for ``protocol``.
+_ADDED_FIELDS: dict[str, Any] = {"ratio_definition": "prunable"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,10 @@ class DeepCutsConfig(MethodConfig):
         default=3.0,
         metadata=ui(
             "Compression ratio",
-            "Prunable weights / remaining weights: 3 keeps a third of every encoder matrix.",
+            "Read as the ratio definition says. prunable: prunable weights / kept weights (3 "
+            "keeps a third of every encoder matrix); whole_model and bert_base_equivalent: all "
+            "parameters / remaining parameters, as the paper measures it (3 keeps 14.7% of "
+            "BERT-base's prunable weights).",
             min=1.0,
             max=100.0,
             step=0.5,
@@ -96,10 +116,12 @@ class DeepCutsConfig(MethodConfig):
         ),
     )
     smooth_noise_std: float = field(
-        default=0.01,
+        default=PAPER_NOISE_STD,
         metadata=ui(
             "SmoothGrad noise σ",
-            "Standard deviation of the Gaussian noise added to every layer's output; 0 = none.",
+            "Standard deviation of the Gaussian noise added to every prunable layer's output "
+            "(Smooth-Cut, smooth_cam); 0 = none. 0.1 is the paper's (variance 0.01); the "
+            "authors' code uses 0.001.",
             min=0.0,
             max=10.0,
             step=0.001,
@@ -128,6 +150,18 @@ class DeepCutsConfig(MethodConfig):
             "refine rate: learning-rate rewinding. Needs refine steps.",
         ),
     )
+    ratio_definition: RatioDefinition = field(
+        default="prunable",
+        metadata=ui(
+            "Ratio definition",
+            "prunable: prunable / kept weights (HeadScope; 3 keeps a third); whole_model: all "
+            "parameters / remaining ones on this model, the paper's definition (about 1.9 at "
+            "most on MiniLM, whose embeddings are half of it); bert_base_equivalent: keep the "
+            "share of prunable weights the paper's ratio leaves on BERT-base (2: 36.1%, "
+            "3: 14.7%, 3.5: 8.7%, 4: 4.1%).",
+            choices=RATIO_DEFINITIONS,
+        ),
+    )
 
     def validate(self) -> None:
         for name in _FLOAT_FIELDS:
@@ -138,37 +172,80 @@ class DeepCutsConfig(MethodConfig):
                 "Rewind changes how the pruned model is re-fine-tuned; set refine steps above 0 "
                 "or turn rewind off."
             )
+        if self.ratio_definition == "bert_base_equivalent":
+            limit = bert_base_counts().max_whole_model_ratio
+            if self.compression_ratio >= limit:
+                raise ValueError(
+                    f"With the bert_base_equivalent definition the compression ratio must be "
+                    f"below {limit:.3f} (BERT-base with every prunable weight removed); got "
+                    f"{self.compression_ratio:g}. The paper's ratios are 2, 3, 3.5 and 4."
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields; fields added later are left out at their defaults."""
+        data = super().to_dict()
+        for name, default in _ADDED_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
 
 @register("deepcuts")
 class DeepCuts(PruningMethod):
     """Prune individual encoder weights in one shot, ranked by interpretability scores.
 
-    Reading (Grover, Gawri and Manku 2022, eqs. 1-9 as summarised in issue #7, whose full text
-    was not retrievable here, checked against the authors' ShrinkBench code): every
-    linear weight matrix of the encoder layers (q, k, v, attention output, intermediate, output
-    dense) gets a score per weight (:func:`pruning.weight_scores.compute_weight_scores`): ``|w|``
-    (LayerMagWeight / GlobalMagWeight), ``|w·g|`` (LayerMagGrad), ``|w·g·(a + λ)|`` with ``a`` the
-    layer's mean pre-activation output per output unit (Cam-Cut = LayerGradCAMShift), or the same
-    with SmoothGrad gradients averaged over ``η`` noisy passes (Smooth-Cut = LayerSmoothGrad,
-    and smooth_cam = LayerSmoothGradCAMShift). The noise is ``N(0, σ²)`` with
-    ``σ = smooth_noise_std`` a standard deviation, the usual SmoothGrad parameter (the authors'
-    code draws ``randn * 1e-3``, i.e. treats its constant as a standard deviation too).
-    Gradients are those of the cross-entropy on ``grad_batches`` labelled batches of a seeded
-    sample of the training split, each batch adding its own absolute score. Each matrix then
-    keeps exactly ``round(n / r)`` of its weights (global_mag_weight: ``round(N / r)`` over all
-    of them), where ``r`` is the compression ratio over the prunable weights.
+    Reading of Grover, Gawri and Manku (2022; section, equation and figure numbers are the
+    paper's), checked against the authors' ShrinkBench code (https://github.com/RuskinManku/DeepCuts).
+
+    Scores (:func:`pruning.weight_scores.compute_weight_scores`). Every linear weight matrix of the
+    encoder layers (q, k, v, attention output, intermediate, output dense; Section 3.3 leaves the
+    embeddings, LayerNorms and classifier unpruned) gets one score per weight: ``|w|``
+    (LayerMagWeight / GlobalMagWeight, eqs. 1-3), ``|w·g|`` (LayerMagGrad, eq. 4),
+    ``|w·g·(a + λ)|`` with ``a`` the layer's mean pre-activation output per output unit (Cam-Cut =
+    LayerGradCAMShift, eq. 5, λ = 10 as in Section 3.4.3), or ``|w·ḡ|`` with ``ḡ`` the SmoothGrad
+    gradient averaged over ``η = smooth_samples`` noisy passes (Smooth-Cut = LayerSmoothGrad,
+    eq. 9; smooth_cam = LayerSmoothGradCAMShift). Gradients are those of the cross-entropy on
+    ``grad_batches`` labelled batches of a seeded sample of the training split, each batch adding
+    its own absolute score (Section 3.2). The paper uses the first 1,000 batches (batch size 16,
+    Section 4.2.1) for Cam-Cut and 100 batches with η = 10 for every smoothing method (Section
+    3.5.2); the defaults here (16 batches of 32) are cheaper, and ``headscope bench deepcuts
+    --grad-batches paper`` runs the paper's counts.
+
+    SmoothGrad noise. Section 3.5.1 draws ``z`` "from a normal distribution with a variance of
+    0.01 and a mean of 0" and adds it to every layer's output (eq. 8). ``smooth_noise_std`` is
+    the standard deviation, so the default is the paper's σ = 0.1 (:data:`PAPER_NOISE_STD`).
+    The authors' code draws ``torch.randn_like(output) * 1e-3`` (σ = 0.001,
+    :data:`AUTHORS_CODE_NOISE_STD`), available by setting it; before issue #27 HeadScope's
+    default was 0.01, the paper's variance read as a standard deviation (runs stored with it keep
+    their keys; set it to 0.01 to fetch them). The noise is added to the six prunable matrices of
+    every layer; the authors' hooks also perturb the pooler and classifier outputs.
+
+    Compression ratio (``ratio_definition``, see :mod:`pruning.compression`). The paper's ratio
+    is "the number of parameters in the unpruned model to the number of parameters in the pruned
+    model" (Section 1.2), counted by ShrinkBench over the whole model, and at 4 "less than 5% of
+    prunable parameters remain" (Section 4.3). ``"prunable"`` (the default, HeadScope's
+    reading before issue #27) is prunable / kept weights: each matrix keeps exactly
+    ``round(n / r)`` of its weights (global_mag_weight: ``round(N / r)`` over all of them), so 3
+    keeps a third, the paper's ratio 2.1 on BERT-base. ``"whole_model"`` reads ``r`` as all
+    parameters / remaining ones of the model being pruned (on MiniLM at most about 1.9);
+    ``"bert_base_equivalent"`` keeps the share ``s`` of the prunable weights that the paper's
+    ratio ``r`` leaves on BERT-base (2 / 3 / 3.5 / 4 keep 36.1% / 14.7% / 8.7% / 4.1%). Both keep
+    ``round(n · s)`` per matrix (``round(N · s)`` globally). Every run reports both definitions:
+    ``achieved_ratio`` (prunable / kept), ``whole_model_ratio`` and ``bert_base_ratio``.
 
     The result's ``model`` is a copy with the pruned weights set to exactly zero (the context's
     model is never changed), optionally re-fine-tuned for ``refine_steps`` on the training split
-    with the mask held fixed (``fine_tune(weight_masks=...)``).
+    with the mask held fixed (``fine_tune(weight_masks=...)``: the pruned weights are zeroed
+    before training and again after every AdamW step, so neither weight decay nor the moment
+    estimates bring them back).
 
-    Rewind. The authors run a lottery-ticket protocol (``is_LTH`` in their code): the mask is
-    chosen on the fine-tuned model and the survivors are meant to be reset to the pre-fine-tuning
-    weights before re-training. A
-    :class:`PruningContext` carries only the fine-tuned classifier, so rewinding the weights to
-    it changes nothing (the masked copy's survivors already hold its values) and the
-    pre-fine-tuning weights are not available. ``rewind=True`` therefore means learning-rate
+    Re-training and rewind. Section 2 describes a lottery-ticket protocol: "We reinitialize the
+    network parameters with pre-pruned values, and fine-tune the models with the mask applied".
+    The authors' code (``is_LTH``) saves the state before fine-tuning, fine-tunes, picks the mask,
+    reloads that saved state and re-trains with the mask fixed. A :class:`PruningContext`
+    carries only the fine-tuned classifier, so the refinement re-trains the masked fine-tuned
+    weights with the mask fixed (the "mask fixed, weights re-trained" part of the protocol);
+    the pre-fine-tuning weights are not available. ``rewind=True`` means learning-rate
     rewinding (Renda, Frankle and Carbin, "Comparing Rewinding and Fine-tuning in Neural Network
     Pruning", ICLR 2020, https://arxiv.org/abs/2003.02389): the survivors keep their fine-tuned
     values and the refinement replays the default preparation's schedule from its start (peak
@@ -180,7 +257,8 @@ class DeepCuts(PruningMethod):
 
     Trace kinds: ``"scores"`` (one per gradient batch, data ``batch``, ``total_batches``; a
     single one with 0/0 for the magnitude strategies), ``"mask"`` (``strategy``, ``ratio``,
-    ``kept``, ``prunable``, ``achieved_ratio``, ``density``: per-head share kept, a list of
+    ``ratio_definition``, ``keep_share``, ``kept``, ``prunable``, ``achieved_ratio``,
+    ``whole_model_ratio``, ``bert_base_ratio``, ``density``: per-head share kept, a list of
     lists), ``"refine"`` (one per refine step: ``step``, ``total_steps``, ``loss``).
 
     Result: ``mask`` = heads that keep any q/k/v/output weight; ``scores`` = per-head density
@@ -201,6 +279,9 @@ class DeepCuts(PruningMethod):
         config = self.config
         started = time.monotonic()
         dense_grid(context.model, self.title)
+        counts = headscope_counts(context.model)
+        # Before any gradient: a whole-model ratio this model cannot reach fails at once.
+        share = keep_share_for(config.ratio_definition, config.compression_ratio, counts)
         context.check()
         refine = config.refine_steps > 0
         score_share = 0.5 if refine else 0.95
@@ -247,21 +328,26 @@ class DeepCuts(PruningMethod):
             scores = compute_weight_scores(context.model, [], config.strategy)
             n_batches = n_examples = 0
             context.emit("scores", score_share, "weight magnitudes", batch=0, total_batches=0)
-        masks = masks_for_ratio(
-            scores, config.compression_ratio, scope=STRATEGY_SCOPE[config.strategy]
+        # "prunable" keeps round(n / r) exactly as before; the others keep round(n * share).
+        mask_ratio = (
+            config.compression_ratio if config.ratio_definition == "prunable" else 1.0 / share
         )
+        masks = masks_for_ratio(scores, mask_ratio, scope=STRATEGY_SCOPE[config.strategy])
         kept, prunable = count_kept(masks)
-        achieved = prunable / kept if kept else None
+        ratios = ratio_report(counts, kept)
         density = head_density(context.model, masks)
         context.emit(
             "mask",
             score_share + 0.05 if refine else 1.0,
-            f"kept {kept:,} of {prunable:,} prunable weights",
+            f"kept {kept:,} of {prunable:,} prunable weights ({ratios['keep_share']:.1%}; "
+            f"whole model {ratios['whole_model_ratio']:.2f}×)",
             strategy=config.strategy,
             ratio=config.compression_ratio,
+            ratio_definition=config.ratio_definition,
+            target_keep_share=share,
             kept=kept,
             prunable=prunable,
-            achieved_ratio=achieved,
+            **ratios,
             density=density.tolist(),
         )
         pruned = apply_weight_masks(context.model, masks)
@@ -269,9 +355,11 @@ class DeepCuts(PruningMethod):
             "strategy": config.strategy,
             "scope": STRATEGY_SCOPE[config.strategy],
             "ratio": config.compression_ratio,
+            "ratio_definition": config.ratio_definition,
+            "target_keep_share": share,
             "prunable": prunable,
             "kept": kept,
-            "achieved_ratio": achieved,
+            **ratios,
             "grad_batches": n_batches,
             "grad_examples": n_examples,
             "scores_reused": cached is not None,

@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from pruning.compression import headscope_counts, ratio_report
 from pruning.methods.base import (
     MethodConfig,
     PruneResult,
@@ -253,6 +254,10 @@ class UnstructuredPruning(PruningMethod):
     ``train_loss`` = mean loss of the training after this round or None), then ``"final"``
     (``sparsity`` = achieved share pruned, ``kept``, ``total``).
 
+    Info: besides the settings, ``kept`` / ``total`` weights and the compression ratio in both
+    definitions of :func:`pruning.compression.ratio_report` (``achieved_ratio`` = total / kept,
+    ``whole_model_ratio`` = all parameters / remaining, ``bert_base_ratio``, ``keep_share``).
+
     Result: ``mask`` = heads (bool ``(n_layers, n_heads)``, True = keep) that keep any q/k/v/output
     weight; ``scores`` = per-head density (float32, share of the head's q/k/v/output weights
     kept); ``weight_masks`` = bool masks (True = keep) of every prunable weight, named as in
@@ -337,6 +342,8 @@ class UnstructuredPruning(PruningMethod):
             "rounds": config.rounds,
             "kept": kept,
             "total": total,
+            # Both compression-ratio definitions (pruning.compression), as DeepCuts reports them.
+            **ratio_report(headscope_counts(context.model), kept),
             "train_steps": trained,
             "train_losses": losses,
             "seed": context.seed,
