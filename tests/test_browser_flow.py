@@ -234,9 +234,10 @@ def test_astar_page_runs_a_search_and_replays_it(tmp_path: Path) -> None:
             heads = page.get_by_test_id("stMetric").filter(has_text="Heads pruned")
             expect(heads).to_be_visible(timeout=LONG)
             expect(page.get_by_test_id("stMetric").filter(has_text="Evaluations")).to_be_visible()
-            # Mask, costs and progress panels of the replay.
-            expect(page.get_by_test_id("stPlotlyChart")).to_have_count(3, timeout=LONG)
+            # Figure 8 panels of the replay: mask, sorted costs, progress; then the candidates.
+            expect(page.get_by_test_id("stPlotlyChart")).to_have_count(4, timeout=LONG)
             expect(page.get_by_text("Search progress")).to_be_visible(timeout=LONG)
+            expect(page.get_by_text("sorted costs").first).to_be_visible(timeout=LONG)
             assert_no_error(page)
             snap(page, "astar.png")
             page.get_by_role("button", name="Open in Runs").click()
