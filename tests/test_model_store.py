@@ -68,7 +68,7 @@ def test_prepare_stores_an_entry_and_the_second_call_is_a_cache_hit(
     assert entry.info["train"]["steps"] == 3
     assert entry.info["train_config"] == QUICK.to_dict()
     assert entry.info["data_fingerprint"] == dataset.fingerprint
-    assert set(entry.info["versions"]) == {"python", "torch", "transformers", "headscope"}
+    assert set(entry.info["versions"]) == {"python", "torch", "transformers", "headscope", "lock"}
 
     started = time.perf_counter()
     again, events_again = _prepare(model, data, store)
