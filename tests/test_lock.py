@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -39,9 +40,11 @@ def _requirement_name(requirement: str) -> str:
 
 def test_every_installed_package_is_pinned_by_the_lock() -> None:
     pins = _lock_pins(LOCK_PATH.read_text())
+    # The environment's own site-packages: other tests may put further folders on sys.path.
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {
         _normalise(dist.metadata["Name"]): dist.version
-        for dist in importlib.metadata.distributions()
+        for dist in importlib.metadata.distributions(path=site)
     }
     if set(installed) & {"pytest", "ruff", "mypy"} != {"pytest", "ruff", "mypy"}:
         pytest.skip("not running in the environment that `make setup` built")
