@@ -54,8 +54,8 @@ class RunCheckpoints:
             raise ValueError(f"{key!r} is not a run key (16-64 lowercase hex digits).")
         return self.folder / f"{key}.json"
 
-    def load(self, key: str) -> dict[str, Any] | None:
-        """The saved progress of run ``key``, or None (none saved, or unreadable: start afresh)."""
+    def _document(self, key: str) -> dict[str, Any] | None:
+        """Run ``key``'s checkpoint document, or None (none saved, unreadable or foreign)."""
         path = self.path_for(key)
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
@@ -72,7 +72,12 @@ class RunCheckpoints:
         ):
             log.warning("ignoring the checkpoint %s: not a HeadScope checkpoint of this run", path)
             return None
-        return dict(document["state"])
+        return document
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        """The saved progress of run ``key``, or None (none saved, or unreadable: start afresh)."""
+        document = self._document(key)
+        return None if document is None else dict(document["state"])
 
     def save(self, key: str, state: dict[str, Any], *, meta: dict[str, Any] | None = None) -> None:
         """Replace run ``key``'s checkpoint by ``state`` (JSON-ready), atomically.
@@ -95,10 +100,8 @@ class RunCheckpoints:
 
     def meta(self, key: str) -> dict[str, Any]:
         """What run ``key``'s checkpoint says the run is (``{}`` without a usable checkpoint)."""
-        if self.load(key) is None:
-            return {}
-        document = json.loads(self.path_for(key).read_text(encoding="utf-8"))
-        meta = document.get("meta")
+        document = self._document(key)
+        meta = None if document is None else document.get("meta")
         return dict(meta) if isinstance(meta, dict) else {}
 
     def delete(self, key: str) -> None:

@@ -332,17 +332,7 @@ def build_iou_matrix(
             name="IoU",
         )
     )
-    for i, row in enumerate(labels):
-        for j, col in enumerate(labels):
-            value = float(values[i, j])
-            dark = not math.isnan(value) and value > 0.6
-            fig.add_annotation(
-                x=col,
-                y=row,
-                text=_decimal(value),
-                showarrow=False,
-                font={"color": "#ffffff" if dark else MARK_COLOUR, "size": 12},
-            )
+    _annotate_cells(fig, values, labels, size=12)
     side = max(60 * len(labels), 180)
     fig.update_layout(
         title={"text": title, "x": 0.0},
@@ -439,19 +429,7 @@ def build_iou_matrices(
                 row=index,
                 col=col,
             )
-            for i, row_name in enumerate(labels):
-                for j, col_name in enumerate(labels):
-                    value = float(values[i, j])
-                    dark = not math.isnan(value) and value > 0.6
-                    fig.add_annotation(
-                        x=col_name,
-                        y=row_name,
-                        text=_decimal(value),
-                        showarrow=False,
-                        font={"color": "#ffffff" if dark else MARK_COLOUR, "size": 11},
-                        row=index,
-                        col=col,
-                    )
+            _annotate_cells(fig, values, labels, size=11, row=index, col=col)
             fig.update_xaxes(type="category", tickangle=-30, showgrid=False, row=index, col=col)
             fig.update_yaxes(
                 type="category", autorange="reversed", showgrid=False, row=index, col=col
@@ -659,3 +637,22 @@ def build_cost_table(
         margin={"t": 50, "b": 10, "l": 10, "r": 10},
     )
     return fig
+
+
+def _annotate_cells(
+    fig: go.Figure, values: np.ndarray, labels: Sequence[str], *, size: int, **where: Any
+) -> None:
+    """Write each cell's IoU on a square matrix heatmap (white on dark cells); ``where`` picks
+    the subplot (``row``, ``col``) when there are several."""
+    for i, row_name in enumerate(labels):
+        for j, col_name in enumerate(labels):
+            value = float(values[i, j])
+            dark = not math.isnan(value) and value > 0.6
+            fig.add_annotation(
+                x=col_name,
+                y=row_name,
+                text=_decimal(value),
+                showarrow=False,
+                font={"color": "#ffffff" if dark else MARK_COLOUR, "size": size},
+                **where,
+            )

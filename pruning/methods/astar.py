@@ -373,32 +373,17 @@ class _BudgetSearch(PruningMethod):
         reporter = _Reporter(context, config, "iteration")
         evaluator = reporter.evaluator = build_evaluator(context, config, reporter.tick)
         expected = {"budget": config.budget, "n_layers": n_layers, "n_heads": n_heads}
-        saved = _saved_state(context, self.algorithm, "iterations", expected)
-        state: dict[str, Any] = saved or {"algorithm": self.algorithm, "iterations": []}
-
-        def start(payload: dict[str, Any]) -> None:
-            state["start"] = payload
-            _save(context, state)
-            reporter.start(payload)
-            reporter.expect(payload, time.monotonic() - clock)
-
-        def iteration(payload: dict[str, Any]) -> None:
-            state["iterations"].append(payload)
-            _save(context, state)  # before the event: a stop request there keeps it
-            reporter.on_iteration(payload)
+        progress = _Checkpointed(
+            context, reporter, self.algorithm, "iterations", expected, reporter.on_iteration
+        )
 
         with closing_evaluator(evaluator):
             context.check()
-            resume = None
-            if saved is not None:
-                # Replay the finished iterations as the same trace events, then go on.
-                reporter.start(saved["start"])
-                for payload in saved["iterations"]:
-                    reporter.on_iteration(payload)
-                reporter.offset = int(saved["iterations"][-1]["evaluations"])
-                resume = saved["iterations"]
+            resume = progress.replay()
+            if resume is not None:
+                reporter.offset = int(resume[-1]["evaluations"])
                 log.info("resuming %s after iteration %d", self.algorithm, len(resume))
-            clock = time.monotonic()
+            progress.start_clock()
             result = type(self).search(
                 evaluator,
                 n_layers,
@@ -406,8 +391,8 @@ class _BudgetSearch(PruningMethod):
                 config.budget,
                 evaluate_many=evaluator.evaluate_many,
                 min_heads_per_layer=config.min_heads_per_layer,
-                on_start=start,
-                on_iteration=iteration,
+                on_start=progress.start,
+                on_iteration=progress.add,
                 should_stop=context.should_stop,
                 resume=resume,
             )
@@ -466,9 +451,57 @@ def _saved_state(
     return saved
 
 
-def _save(context: PruningContext, state: dict[str, Any]) -> None:
-    if context.checkpoint is not None:
-        context.checkpoint.save(state)
+class _Checkpointed:
+    """A search's progress: its start payload and finished ``items`` (iterations or trials).
+
+    Each is saved to the run's checkpoint before its trace event is emitted (a stop request at
+    the event keeps it); a resumed run replays the saved ones as the same events.
+    """
+
+    def __init__(
+        self,
+        context: PruningContext,
+        reporter: _Reporter,
+        algorithm: str,
+        items: str,
+        expected: dict[str, Any],
+        report_item: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.context = context
+        self.reporter = reporter
+        self.items = items
+        self.report_item = report_item
+        self.saved = _saved_state(context, algorithm, items, expected)
+        self.state: dict[str, Any] = self.saved or {"algorithm": algorithm, items: []}
+        self.clock = time.monotonic()
+
+    def replay(self) -> list[dict[str, Any]] | None:
+        """Emit the saved start and items again; returns the saved items (None: fresh run)."""
+        if self.saved is None:
+            return None
+        self.reporter.start(self.saved["start"])
+        for item in self.saved[self.items]:
+            self.report_item(item)
+        return list(self.saved[self.items])
+
+    def start_clock(self) -> None:
+        """The search starts now: its first (baseline) evaluation times the estimate."""
+        self.clock = time.monotonic()
+
+    def start(self, payload: dict[str, Any]) -> None:
+        self.state["start"] = payload
+        self._save()
+        self.reporter.start(payload)
+        self.reporter.expect(payload, time.monotonic() - self.clock)
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.state[self.items].append(item)
+        self._save()
+        self.report_item(item)
+
+    def _save(self) -> None:
+        if self.context.checkpoint is not None:
+            self.context.checkpoint.save(self.state)
 
 
 def _grid(context: PruningContext, title: str, config: SearchConfig) -> tuple[int, int]:
@@ -554,30 +587,16 @@ class RandomBudgetPruning(PruningMethod):
         reporter = _Reporter(context, config, "trial")
         evaluator = build_evaluator(context, config, reporter.tick)
         expected = {"budget": config.budget, "n_layers": n_layers, "n_heads": n_heads}
-        saved = _saved_state(context, "random", "trials", expected)
-        state: dict[str, Any] = saved or {"algorithm": "random", "trials": []}
-
-        def start(payload: dict[str, Any]) -> None:
-            state["start"] = payload
-            _save(context, state)
-            reporter.start(payload)
-            reporter.expect(payload, time.monotonic() - clock)
-
-        def trial_done(trial: dict[str, Any]) -> None:
-            state["trials"].append(trial)
-            _save(context, state)
-            reporter.on_trial(trial)
+        progress = _Checkpointed(context, reporter, "random", "trials", expected, reporter.on_trial)
 
         with closing_evaluator(evaluator):
             context.check()
+            finished = progress.replay()
             resume = None
-            if saved is not None:
-                reporter.start(saved["start"])
-                for trial in saved["trials"]:
-                    reporter.on_trial(trial)
-                resume = {"baseline": saved["start"]["baseline"], "trials": saved["trials"]}
-                log.info("resuming random pruning after trial %d", len(saved["trials"]))
-            clock = time.monotonic()
+            if finished is not None:
+                resume = {"baseline": progress.state["start"]["baseline"], "trials": finished}
+                log.info("resuming random pruning after trial %d", len(finished))
+            progress.start_clock()
             trials = random_budget_trials(
                 evaluator,
                 n_layers,
@@ -587,12 +606,12 @@ class RandomBudgetPruning(PruningMethod):
                 seed=context.seed,
                 min_heads_per_layer=config.min_heads_per_layer,
                 evaluate_many=evaluator.evaluate_many,
-                on_start=start,
-                on_trial=trial_done,
+                on_start=progress.start,
+                on_trial=progress.add,
                 should_stop=context.should_stop,
                 resume=resume,
             )
-        baseline = float(state["start"]["baseline"])
+        baseline = float(progress.state["start"]["baseline"])
         evaluations = 1 + sum(int(t["evaluations"]) for t in trials)
         best = min(trials, key=lambda t: (-t["heads_pruned"], t["budget_used"], t["trial"]))
         mask = torch.ones(n_layers, n_heads, dtype=torch.bool)
