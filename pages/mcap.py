@@ -40,11 +40,15 @@ from pruning.pipeline import RunRequest
 from viz.mcap import (
     build_episode_curves,
     build_final_importance,
+    build_head_patterns,
     build_importance_heatmap,
     build_keep_map,
+    build_pattern_confusion,
+    build_pattern_examples,
     build_table1_chart,
     episode_rows,
     final_event,
+    pattern_event,
     table1_frame,
     table1_rows,
 )
@@ -59,14 +63,17 @@ HEAD_BASELINES = {
     "entropy": "Attention entropy",
     "sep": "[SEP] attention",
 }
-VALUES = {"keep_prob": "controller keep probability", "cnn_score": "CNN score"}
+VALUES = {"keep_prob": "controller keep probability", "cnn_score": "CNN score (delta)"}
 INTRO = (
     "**MCAP** (Rajapaksha and Crespi, *Explainable Attention Pruning: A Meta-learning-based "
-    "Approach*, IEEE TAI 2024) trains a CNN on the attention maps and a meta-controller that "
-    "samples which heads to keep, episode by episode, under a budget. The paper prunes the "
-    "pre-trained encoder **before** fine-tuning and reports in Table I that, with 20% of the "
-    "heads removed, MCAP keeps the MCC of the unpruned fine-tuned model better than head-level "
-    "(random, entropy, [SEP]) and weight-level (IMP, L1, random) baselines at the same share."
+    "Approach*, IEEE TAI 2024) first trains a CNN to recognise five attention patterns (vertical, "
+    "diagonal, vertical+diagonal, block, heterogeneous) and then a meta-controller that samples "
+    "which heads to keep, episode by episode, under a budget; the CNN scores each head (delta = "
+    "1 − P(vertical)) for the controller and scores the pruned model in its loss. The paper "
+    "prunes the pre-trained encoder **before** fine-tuning and reports in Table I that, with 20% "
+    "of the heads removed, MCAP keeps the MCC of the unpruned fine-tuned model better than "
+    "head-level (random, entropy, [SEP]) and weight-level (IMP, L1, random) baselines at the "
+    "same share."
 )
 
 
@@ -228,6 +235,50 @@ def replay(record: RunRecord) -> None:
     scores = final.get("scores", None if record.scores is None else record.scores.tolist())
     mask = final.get("mask", record.mask.tolist())
     right.plotly_chart(build_final_importance(scores, mask), width="stretch")
+    patterns_panel(record)
+
+
+def patterns_panel(record: RunRecord) -> None:
+    """The pattern CNN of a run: held-out accuracy, confusion matrix, examples, head patterns."""
+    try:
+        patterns = pattern_event(record.trace)
+    except ValueError:
+        patterns = None
+    if patterns is None:
+        st.caption(
+            "This run has no pattern CNN (an older run, or the legacy CNN target): nothing to "
+            "show about the five attention patterns."
+        )
+        return
+    st.markdown("**Pattern CNN** (trained before the episodes, then frozen)")
+    classes = patterns.get("classes")
+    by_source = patterns.get("accuracy_by_source") or {}
+    cols = st.columns(3)
+    cols[0].metric("Pattern CNN accuracy (held out)", f"{float(patterns.get('accuracy', 0)):.1%}")
+    sources = (("generated", "generated maps"), ("model", "model's maps (unseen heads)"))
+    for col, (source, label) in zip(cols[1:], sources, strict=True):
+        value = by_source.get(source)
+        col.metric(f"… on {label}", "—" if value is None else f"{float(value):.1%}")
+    st.caption(
+        f"Labelled maps: {sum(map(sum, (patterns.get('train_counts') or {}).values()))} trained "
+        f"on, {sum(map(sum, patterns.get('confusion') or []))} held out; "
+        f"{patterns.get('labelled_model_maps', 0)} of the model's {patterns.get('model_maps', 0)} "
+        f"maps on {patterns.get('texts', 0)} texts fit a labelling rule."
+    )
+    try:
+        left, right = st.columns(2)
+        left.plotly_chart(
+            build_pattern_confusion(patterns.get("confusion"), classes), width="stretch"
+        )
+        right.plotly_chart(
+            build_head_patterns(
+                patterns.get("head_patterns"), classes or [], patterns.get("head_delta")
+            ),
+            width="stretch",
+        )
+        st.plotly_chart(build_pattern_examples(patterns.get("examples"), classes), width="stretch")
+    except ValueError as error:
+        st.warning(f"The pattern CNN's figures cannot be drawn ({error}).")
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -174,10 +174,15 @@ def test_a_stored_mcap_run_replays_and_fills_table_one(
     assert metrics["Episodes"] == "25" and metrics["Controller updates"] == "3"
     assert metrics["Test MCC"] == "0.5000"
     before = _specs(app)
-    # Curves, importance over episodes, keep map, final importance, Table I chart.
-    assert len(before) == 5
+    # Curves, importance over episodes, keep map, final importance, the pattern CNN's confusion
+    # matrix, head patterns and examples, Table I chart.
+    assert len(before) == 8
     assert "MCAP controller training" in before[0] and "episode 25 of 25" in before[2]
     assert "9 of 12 heads kept" in before[3]
+    assert "held-out confusion matrix" in before[4] and "accuracy 92.0% on 50" in before[4]
+    assert "most frequent pattern" in before[5] and "generated examples" in before[6]
+    assert metrics["Pattern CNN accuracy (held out)"] == "92.0%"
+    assert metrics["… on model's maps (unseen heads)"] == "85.0%"
     table = app.dataframe[0].value
     assert table["Method"].tolist() == ["Unpruned (fine-tuned)", "MCAP · 25%", "IMP"]
     assert table["Weights removed %"].tolist() == [0.0, 12.5, 25.0]
@@ -218,7 +223,7 @@ def test_a_real_mcap_run_from_the_form_replays_and_is_timed(
 ) -> None:
     app = _open_page(tmp_path)
     small = {"Episode size (k)": 10, "Training instances": 40, "Map size": 8, "Update every": 2}
-    small |= {"Maps per episode": 2, "Scoring texts": 16}
+    small |= {"Maps per episode": 2, "Scoring texts": 16, "Generated maps per pattern": 40}
     for label, value in small.items():
         next(n for n in app.number_input if n.label == label).set_value(value)
     next(b for b in app.button if b.label == "Run MCAP").click().run()
@@ -228,8 +233,10 @@ def test_a_real_mcap_run_from_the_form_replays_and_is_timed(
 
     app = app.switch_page(PAGE).run()
     assert not app.exception and not app.error
-    assert {m.label: m.value for m in app.metric}["Episodes"] == "4"  # 40 instances / k = 10
-    assert len(_specs(app)) == 5
+    shown = {m.label: m.value for m in app.metric}
+    assert shown["Episodes"] == "4"  # 40 instances / k = 10
+    assert shown["Pattern CNN accuracy (held out)"].endswith("%")  # the default: pattern CNN
+    assert len(_specs(app)) == 8
     assert app.dataframe[0].value["Method"].tolist() == [
         "Unpruned (fine-tuned)",
         "MCAP · 20% heads",

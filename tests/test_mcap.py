@@ -1,4 +1,5 @@
-"""MCAP: the objective's pieces, the Gumbel gates, the episode loop and the method contract."""
+"""MCAP: the objective's pieces, the Gumbel gates, the episode loop, the pattern CNN's place in
+Algorithm 1 and the method contract."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ from conftest import build_tiny_model
 from pruning.datasets_base import LabelledDataset, TextSplit
 from pruning.heads import head_gates, remove_heads
 from pruning.jobs import JobCancelled
+from pruning.methods import mcap as mcap_module
 from pruning.methods.base import PruningContext, get_method, select_lowest
 from pruning.methods.mcap import MCAP, MCAPConfig, _Trainer, plan_episodes
 from pruning.methods.mcap_nets import (
     AttentionMapCNN,
     MetaController,
+    PatternCNN,
     cosine_distances,
     gumbel_keep_sample,
+    pattern_cnn_loss,
     relative_distance_distribution,
     relative_distance_kl,
     resize_attention_maps,
 )
+from pruning.methods.mcap_patterns import PATTERNS, VERTICAL
 from test_methods import hook_count
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -46,7 +51,31 @@ EPISODE_KEYS = [
     "sampled_keep",
 ]
 FINAL_KEYS = ["scores", "mask", "n_pruned", "episodes", "updates"]
-QUICK = {"episode_size": 10, "maps_per_episode": 2, "map_size": 8}
+PATTERN_KEYS = [
+    "classes",
+    "accuracy",
+    "confusion",
+    "accuracy_by_source",
+    "train_counts",
+    "test_counts",
+    "losses",
+    "epochs",
+    "texts",
+    "model_maps",
+    "labelled_model_maps",
+    "examples",
+    "head_patterns",
+    "head_delta",
+]
+# A small pattern CNN (4 generated maps per pattern, one epoch): these tests are about the loop.
+QUICK = {
+    "episode_size": 10,
+    "maps_per_episode": 2,
+    "map_size": 8,
+    "pattern_maps": 4,
+    "pattern_texts": 4,
+    "pattern_epochs": 1,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -157,10 +186,11 @@ def test_kl_under_the_model_is_zero_when_every_head_is_kept(arch: str) -> None:
     batch = trainer.batch(tuple(range(12)))
     with trainer.attached(), torch.no_grad():
         original, maps = trainer.original(batch)
-        kept = trainer.masked(batch, torch.ones(3, 4))
+        kept, no_maps = trainer.masked(batch, torch.ones(3, 4))
         one_off = torch.ones(3, 4)
         one_off[1, 2] = 0.0
-        dropped = trainer.masked(batch, one_off)
+        dropped, pruned_maps = trainer.masked(batch, one_off, with_maps=True)
+    assert no_maps is None and pruned_maps is not None and pruned_maps.shape == (2, 12, 8, 8)
     assert maps.shape == (2, 12, 8, 8)
     assert float(relative_distance_kl(original, kept)) <= 1e-7
     assert float(relative_distance_kl(original, dropped)) > 1e-5
@@ -293,12 +323,14 @@ def test_the_given_model_is_unchanged() -> None:
 def test_a_stop_request_raises_job_cancelled_and_cleans_up() -> None:
     model = build_tiny_model("bert")
     flags = [p.requires_grad for p in model.parameters()]
-    for allowed in (0, 2):
+    for allowed in (0, 2, 4):
         calls = iter(range(100))
         context = mcap_context(model, n=40, should_stop=lambda a=allowed, c=calls: next(c) >= a)
         with pytest.raises(JobCancelled):
             run_mcap(context)
-        assert len(episodes_of(context)) == allowed // 2  # each episode checks twice
+        # The pattern CNN checks twice (before training, at its event), then each episode twice.
+        assert [e.kind for e in context.trace][:1] == (["patterns"] if allowed else [])
+        assert len(episodes_of(context)) == max(0, allowed - 2) // 2
         assert hook_count(model) == 0 and not model.training
         assert model.config._attn_implementation == "sdpa"
         assert [p.requires_grad for p in model.parameters()] == flags
@@ -331,10 +363,16 @@ def test_trace_contract() -> None:
     result = run_mcap(context, update_every=2)
     trace = result.trace
     assert trace == tuple(context.trace) and [e.step for e in trace] == list(range(len(trace)))
-    assert [e.kind for e in trace] == ["episode"] * 3 + ["final"]
+    assert [e.kind for e in trace] == ["patterns"] + ["episode"] * 3 + ["final"]
     fractions = [e.fraction for e in trace]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] > 0
-    for index, event in enumerate(trace[:-1]):
+    patterns = trace[0].data
+    assert list(patterns) == PATTERN_KEYS and patterns["classes"] == list(PATTERNS)
+    assert torch.tensor(patterns["confusion"]).shape == (5, 5)
+    assert torch.tensor(patterns["examples"]).shape == (5, 8, 8)
+    assert torch.tensor(patterns["head_patterns"]).shape == (3, 4)
+    assert trace[0].message.startswith("pattern CNN: held-out accuracy")
+    for index, event in enumerate(trace[1:-1]):
         data = event.data
         assert list(data) == EPISODE_KEYS
         assert data["episode"] == index and data["total_episodes"] == 3
@@ -357,8 +395,13 @@ def test_trace_contract() -> None:
         "dropped_instances",
         "episode_size",
         "update_every",
+        "cnn_target",
+        "pattern_cnn",
         "seconds",
     }
+    assert result.info["cnn_target"] == "patterns"
+    pattern_info = {k: v for k, v in patterns.items() if k in result.info["pattern_cnn"]}
+    assert pattern_info == result.info["pattern_cnn"]
     json.dumps([event.to_dict() for event in trace])
     json.dumps(result.info)
 
@@ -381,7 +424,7 @@ def test_works_on_every_architecture(arch: str) -> None:
     assert int((~result.mask).sum()) == 3
     assert result.scores is not None and result.scores.dtype == torch.float32
     assert bool(((result.scores > 0) & (result.scores < 1)).all())
-    assert [e.kind for e in result.trace] == ["episode", "episode", "final"]
+    assert [e.kind for e in result.trace] == ["patterns", "episode", "episode", "final"]
     assert hook_count(model) == 0
 
 
@@ -405,7 +448,7 @@ def test_registry_and_config_errors() -> None:
         MCAPConfig(episode_size=2)
     with pytest.raises(ValueError, match="episode_size must be a whole number"):
         MCAPConfig(episode_size=10.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="CNN target must be one of controller, none"):
+    with pytest.raises(ValueError, match="CNN target must be one of patterns, controller, none"):
         MCAPConfig(cnn_target="labels")
     with pytest.raises(ValueError, match="Task representation must be one of mean_embedding"):
         MCAPConfig(task_representation="cls")
@@ -458,7 +501,89 @@ def test_heads_that_change_nothing_are_pruned() -> None:
         dense = model(**inputs).logits
         with head_gates(model, gates):
             assert torch.equal(model(**inputs).logits, dense)
+    # KL only (no CNN loss): the pattern CNN's delta is still the controller's input.
     config = {"n_prune": 3, "update_every": 1, "passes": 3, "optimizer": "adam", "lr": 0.01}
+    config |= {"cnn_weight": 0.0}
     result = run_mcap(mcap_context(model, n=100), **config)
     removed = {(layer, head) for layer, head in (~result.mask).nonzero().tolist()}
     assert removed == set(irrelevant), result.scores
+
+
+# ---------------------------------------------------------------------------------------------
+# The pattern CNN in Algorithm 1 (Section II-D, eq. 6, Algorithm 1 lines 7-9).
+
+
+def test_pattern_cnn_loss_rewards_keeping_informative_heads_only() -> None:
+    delta = torch.tensor([0.9, 0.1, 0.8, 0.2])
+    right = torch.tensor([1.0, 0.0, 1.0, 0.0])  # keeps exactly the informative heads
+    wrong = 1 - right
+    assert float(pattern_cnn_loss(right, delta)) == pytest.approx((0.1 + 0.1 + 0.2 + 0.2) / 4)
+    assert float(pattern_cnn_loss(wrong, delta)) == pytest.approx((0.9 + 0.9 + 0.8 + 0.8) / 4)
+    gates = right.clone().requires_grad_(True)
+    pattern_cnn_loss(gates, delta.requires_grad_(True)).backward()
+    # d/dg_i = (1 - 2 delta_i) / N: negative (keep more) exactly where delta > 0.5.
+    torch.testing.assert_close(gates.grad, (1 - 2 * delta.detach()) / 4)
+
+
+def test_pattern_cnn_delta_is_one_minus_the_vertical_probability() -> None:
+    torch.manual_seed(0)
+    cnn = PatternCNN(vertical_index=VERTICAL)
+    maps = torch.rand(3, 2, 8, 8)
+    logits = cnn(maps.reshape(6, 8, 8))
+    assert logits.shape == (6, len(PATTERNS))
+    expected = 1 - torch.softmax(logits, dim=1)[:, VERTICAL]
+    torch.testing.assert_close(cnn.informative(maps), expected.reshape(3, 2))
+
+
+def test_the_pattern_cnn_is_the_default_and_only_the_controller_learns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Default config: the pattern CNN is trained once before the episodes, never the legacy
+    scorer; it stays frozen while the controller trains; delta feeds the controller."""
+    assert MCAPConfig().cnn_target == "patterns" and MCAP.revision == 2
+    trained: list[PatternCNN] = []
+    original_train = mcap_module.train_pattern_cnn
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        cnn, report = original_train(*args, **kwargs)
+        trained.append(cnn)
+        return cnn, report
+
+    def no_scorer(self: AttentionMapCNN) -> None:
+        raise AssertionError("the legacy (circular) CNN scorer must not be built by default")
+
+    monkeypatch.setattr(mcap_module, "train_pattern_cnn", spy)
+    monkeypatch.setattr(AttentionMapCNN, "__init__", no_scorer)
+    context = mcap_context(build_tiny_model("bert"), n=30)
+    config = MCAPConfig(**QUICK)
+    trainer = _Trainer(context, config, n_remove=2)
+    with trainer.attached():
+        trainer.learn_patterns(list(range(30)))
+    assert len(trained) == 1 and trainer.pattern_cnn is trained[0] and trainer.scorer is None
+    before = {k: v.clone() for k, v in trained[0].state_dict().items()}
+    controller = {k: v.clone() for k, v in trainer.controller.state_dict().items()}
+    assert all(not p.requires_grad for p in trained[0].parameters())
+    with trainer.attached():
+        trainer.train(plan_episodes(30, 10, 1, torch.Generator().manual_seed(0))[0])
+    assert all(torch.equal(v, trained[0].state_dict()[k]) for k, v in before.items())
+    assert any(
+        not torch.equal(v, trainer.controller.state_dict()[k]) for k, v in controller.items()
+    )
+    # The controller's input is delta = 1 - P(vertical) of the pattern CNN (eq. 6).
+    batch = trainer.batch(tuple(range(10)))
+    with trainer.attached():
+        _, maps = trainer.original(batch)
+        delta = trainer.delta(maps)
+    expected = trained[0].informative(mcap_module.pattern_input(maps)).mean(dim=0)
+    torch.testing.assert_close(delta, expected)
+    result = run_mcap(mcap_context(build_tiny_model("bert"), n=30))
+    assert result.trace[0].kind == "patterns" and result.info["cnn_target"] == "patterns"
+    for event in episodes_of(result):  # the CNN loss is Algorithm 1's, in [0, 1]
+        assert 0.0 < event.data["cnn_loss"] < 1.0
+
+
+def test_the_legacy_circular_target_stays_available() -> None:
+    result = run_mcap(mcap_context(build_tiny_model("bert"), n=20), cnn_target="controller")
+    assert [e.kind for e in result.trace] == ["episode", "episode", "final"]
+    assert "pattern_cnn" not in result.info and result.info["cnn_target"] == "controller"
+    assert all(e.data["cnn_loss"] > 0 for e in episodes_of(result))

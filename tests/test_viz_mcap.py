@@ -17,10 +17,14 @@ from viz.mcap import (
     Table1Row,
     build_episode_curves,
     build_final_importance,
+    build_head_patterns,
     build_importance_heatmap,
     build_keep_map,
+    build_pattern_confusion,
+    build_pattern_examples,
     build_table1_chart,
     episode_rows,
+    pattern_event,
     table1_frame,
     table1_rows,
 )
@@ -35,11 +39,41 @@ def _keep_prob(episode: int) -> np.ndarray:
     return 0.5 + (target - 0.5) * episode / (EPISODES - 1)
 
 
-def mcap_trace(episodes: int = EPISODES) -> list[dict[str, Any]]:
-    """An MCAP trace by hand: stage noise, one event per episode, the final event."""
+CLASSES = ["vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous"]
+CONFUSION = [[9, 1, 0, 0, 0], [0, 8, 2, 0, 0], [0, 0, 10, 0, 0], [0, 0, 0, 10, 0], [0, 0, 0, 1, 9]]
+HEAD_PATTERNS = [[0, 1, 2, 4], [4, 4, 0, 1], [2, 3, 4, 0]]
+
+
+def patterns_data() -> dict[str, Any]:
+    """A pattern CNN event's data by hand: 46 of 50 held-out maps right."""
+    examples = np.stack([np.eye(4), np.eye(4, k=-1), np.eye(4), np.ones((4, 4)), np.eye(4)])
+    delta = np.where(np.asarray(HEAD_PATTERNS) == 0, 0.1, 0.9)
+    return {
+        "classes": CLASSES,
+        "accuracy": 0.92,
+        "confusion": CONFUSION,
+        "accuracy_by_source": {"generated": 0.95, "model": 0.85},
+        "train_counts": {"generated": [40] * 5, "model": [30, 2, 10, 0, 20]},
+        "test_counts": {"generated": [10] * 5, "model": [0] * 5},
+        "losses": [1.6, 0.4],
+        "epochs": 2,
+        "texts": 16,
+        "model_maps": 192,
+        "labelled_model_maps": 62,
+        "examples": (examples / 4).tolist(),
+        "head_patterns": HEAD_PATTERNS,
+        "head_delta": delta.tolist(),
+    }
+
+
+def mcap_trace(episodes: int = EPISODES, *, patterns: bool = True) -> list[dict[str, Any]]:
+    """An MCAP trace by hand: stage noise, the pattern CNN's event, one event per episode, the
+    final event."""
     events: list[dict[str, Any]] = [
         {"kind": "stage", "step": -1, "fraction": 0.0, "message": "loading", "data": {}}
     ]
+    if patterns:
+        events.append({"kind": "patterns", "step": 0, "fraction": 0.05, "data": patterns_data()})
     for episode in range(episodes):
         data = {
             "episode": episode,
@@ -253,3 +287,67 @@ def test_table1_frame_and_chart() -> None:
     assert [t.name for t in untimed.data] == ["MCC"]
     assert math.isnan(table1_rows([], {}, {})[0].mcc)
     json.loads(fig.to_json())  # serialisable for st.plotly_chart
+
+
+def test_pattern_event_is_found_and_absent_in_legacy_traces() -> None:
+    assert pattern_event(mcap_trace()) == patterns_data()
+    assert pattern_event(mcap_trace(patterns=False)) is None
+    assert pattern_event(None) is None
+
+
+def test_pattern_confusion_shows_counts_row_shares_and_accuracy() -> None:
+    fig = build_pattern_confusion(CONFUSION, CLASSES, subtitle="generated and model maps")
+    (heat,) = fig.data
+    assert list(heat.x) == CLASSES and list(heat.y) == CLASSES
+    assert list(heat.text[1]) == ["0", "8", "2", "0", "0"]
+    assert heat.z[1] == pytest.approx([0.0, 0.8, 0.2, 0.0, 0.0])  # share of the true row
+    assert heat.z[2][2] == 1.0
+    assert "accuracy 92.0% on 50 held-out maps" in fig.layout.title.text
+    assert "generated and model maps" in fig.layout.title.text
+    assert fig.layout.yaxis.autorange == "reversed"
+    with pytest.raises(ValueError, match="square"):
+        build_pattern_confusion([[1, 2, 3]], ["a"])
+    with pytest.raises(ValueError, match="2 class names for a 5 x 5"):
+        build_pattern_confusion(CONFUSION, ["a", "b"])
+    json.loads(fig.to_json())
+
+
+def test_pattern_examples_one_panel_per_pattern() -> None:
+    fig = build_pattern_examples(patterns_data()["examples"], CLASSES)
+    assert [t.name for t in fig.data] == CLASSES
+    assert [a.text for a in fig.layout.annotations] == CLASSES
+    assert [bool(t.showscale) for t in fig.data] == [False] * 4 + [True]
+    assert np.asarray(fig.data[1].z)[1, 0] == pytest.approx(0.25)  # previous-token diagonal
+    with pytest.raises(ValueError, match=r"shape \(k, S, S\)"):
+        build_pattern_examples(np.zeros((2, 3, 4)), ["a", "b"])
+    with pytest.raises(ValueError, match="1 pattern names for 5 example maps"):
+        build_pattern_examples(patterns_data()["examples"], ["a"])
+
+
+def test_head_patterns_grid_colours_each_head_by_its_pattern() -> None:
+    data = patterns_data()
+    fig = build_head_patterns(data["head_patterns"], CLASSES, data["head_delta"])
+    (heat,) = fig.data
+    assert np.asarray(heat.z).shape == (3, 4)
+    assert np.asarray(heat.z)[0].tolist() == [0.5, 1.5, 2.5, 4.5]  # the middle of each band
+    assert heat.customdata[2][1] == "block" and heat.text[0][0] == "0.10"
+    assert list(heat.colorbar.ticktext) == CLASSES
+    title = fig.layout.title.text
+    assert "vertical 3" in title and "heterogeneous 4" in title and "block 1" in title
+    missing = build_head_patterns([[-1, 0]], CLASSES)
+    assert np.isnan(np.asarray(missing.data[0].z, dtype=float)[0, 0])
+    assert missing.data[0].customdata[0][0] == "none"
+    with pytest.raises(ValueError, match=r"-1..4 for 5 patterns"):
+        build_head_patterns([[7]], CLASSES)
+    with pytest.raises(ValueError, match="delta has shape"):
+        build_head_patterns(data["head_patterns"], CLASSES, [[0.5]])
+
+
+def test_empty_pattern_inputs_give_annotated_figures() -> None:
+    for fig in (
+        build_pattern_confusion(None),
+        build_pattern_confusion([[0, 0], [0, 0]], ["a", "b"]),
+        build_pattern_examples(None),
+        build_head_patterns(None, CLASSES),
+    ):
+        assert "Nothing to show" in fig.layout.annotations[0].text

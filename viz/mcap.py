@@ -5,8 +5,9 @@ IEEE TAI 2024) trains a controller that samples head masks in episodes; its trac
 ``episode`` event per episode (KL, CNN and budget losses, the objective, whether an SGD update
 followed, the keep probability and CNN score of every head) and a ``final`` event (scores, mask).
 The builders here read those events (dicts or TraceEvent objects; other kinds are skipped) and
-RunRecord-like objects for the Table I comparison. Masks: bool ``(n_layers, n_heads)``,
-**True = keep**.
+RunRecord-like objects for the Table I comparison; the pattern CNN's figures (its ``patterns``
+event) live in :mod:`viz.mcap_patterns` and are re-exported here. Masks: bool
+``(n_layers, n_heads)``, **True = keep**.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from plotly.subplots import make_subplots
 
 from viz.grid import GRID_BG, legend_below
 from viz.heads import build_mask_heatmap
+from viz.mcap_patterns import (
+    build_head_patterns,
+    build_pattern_confusion,
+    build_pattern_examples,
+    pattern_event,
+)
 from viz.mcap_table import (
     UNPRUNED,
     Table1Row,
@@ -37,11 +44,15 @@ __all__ = [
     "Table1Row",
     "build_episode_curves",
     "build_final_importance",
+    "build_head_patterns",
     "build_importance_heatmap",
     "build_keep_map",
+    "build_pattern_confusion",
+    "build_pattern_examples",
     "build_table1_chart",
     "episode_rows",
     "final_event",
+    "pattern_event",
     "table1_frame",
     "table1_rows",
 ]

@@ -1,4 +1,4 @@
-"""MCAP's networks and objective pieces: the attention-map CNN, the meta-controller, Gumbel gates.
+"""MCAP's networks and objective pieces: the attention-map CNNs, the meta-controller, Gumbel gates.
 
 Everything here is plain torch with no model or trace logic, so each piece can be tested on its
 own; :mod:`pruning.methods.mcap` wires them into the episode loop. The reading of the paper
@@ -22,17 +22,30 @@ from torch import nn
 
 # A zero row of distances (every other instance at distance 0) still yields a distribution.
 DISTANCE_EPSILON = 1e-8
-# Channels of the five convolutions of the attention-map scorer (eq. 6).
+# Channels of the five convolutions of the attention-map CNNs (Section II-D: "standard CNN
+# architecture with 5 convolution layers"; eq. 6).
 CNN_CHANNELS = (8, 16, 16, 32, 32)
 CNN_STRIDES = (1, 2, 1, 2, 1)
+N_PATTERNS = 5  # vertical, diagonal, vertical+diagonal, block, heterogeneous (Section II-D)
 CONTROLLER_HIDDEN = 128
 # Gumbel noise draws U in [eps, 1 - eps] so that -log(-log(U)) stays finite.
 _UNIFORM_EPSILON = 1e-10
 
 
+def _five_convolutions() -> nn.Sequential:
+    """Five 3x3 convolutions with ReLU (channels :data:`CNN_CHANNELS`, strides 1-2-1-2-1)."""
+    layers: list[nn.Module] = []
+    channels_in = 1
+    for channels, stride in zip(CNN_CHANNELS, CNN_STRIDES, strict=True):
+        layers += [nn.Conv2d(channels_in, channels, 3, stride=stride, padding=1), nn.ReLU()]
+        channels_in = channels
+    return nn.Sequential(*layers)
+
+
 class AttentionMapCNN(nn.Module):
-    """Scores a head from its attention map: five 3x3 convolutions with ReLU, global average
-    pooling, a linear layer and a sigmoid (eq. 6).
+    """The legacy head scorer (``cnn_target="controller"`` / ``"none"``): five 3x3 convolutions
+    with ReLU, global average pooling, a linear layer and a sigmoid, trained inside the episode
+    loop (no pattern labels).
 
     Shapes: ``forward(maps)`` takes ``(M, N, S, S)`` (``M`` instances, ``N`` heads, each map
     resized to ``S x S``) and returns ``(M, N)`` scores in (0, 1).
@@ -40,19 +53,51 @@ class AttentionMapCNN(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels_in = 1
-        for channels, stride in zip(CNN_CHANNELS, CNN_STRIDES, strict=True):
-            layers += [nn.Conv2d(channels_in, channels, 3, stride=stride, padding=1), nn.ReLU()]
-            channels_in = channels
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(channels_in, 1)
+        self.features = _five_convolutions()
+        self.head = nn.Linear(CNN_CHANNELS[-1], 1)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         count, n_heads, size, _ = maps.shape
         images = maps.reshape(count * n_heads, 1, size, size)
         pooled = self.features(images).mean(dim=(2, 3))
         return torch.sigmoid(self.head(pooled)).reshape(count, n_heads)
+
+
+class PatternCNN(nn.Module):
+    """The paper's CNN classifier of attention-map patterns (Section II-D, eq. 6).
+
+    Five 3x3 convolutions with ReLU, then global average and global max pooling (the max keeps a
+    thin stripe or diagonal visible after pooling) and a linear layer to one logit per pattern
+    (:data:`pruning.methods.mcap_patterns.PATTERNS` order). :meth:`informative` is eq. 6's
+    importance ``delta = sigmoid(x)`` with ``x`` the CNN's log-odds that a map is not vertical,
+    i.e. ``delta = 1 - P(vertical)``: "except for vertical attention maps, all other attention
+    maps help to interpret linguistic information".
+
+    Shapes: ``forward(maps)`` takes ``(B, S, S)`` and returns ``(B, 5)`` logits;
+    ``informative(maps)`` takes ``(..., S, S)`` and returns ``(...)`` values in (0, 1).
+    """
+
+    def __init__(self, vertical_index: int = 0) -> None:
+        super().__init__()
+        self.vertical_index = vertical_index
+        self.features = _five_convolutions()
+        self.head = nn.Linear(2 * CNN_CHANNELS[-1], N_PATTERNS)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        features = self.features(maps.reshape(-1, 1, *maps.shape[-2:]))
+        pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
+        logits: torch.Tensor = self.head(pooled)
+        return logits
+
+    def informative(self, maps: torch.Tensor) -> torch.Tensor:
+        """``delta = sigmoid(logsumexp(other logits) - vertical logit) = 1 - P(vertical)``."""
+        logits = self(maps)
+        vertical = logits[:, self.vertical_index]
+        others = torch.cat(
+            [logits[:, : self.vertical_index], logits[:, self.vertical_index + 1 :]], dim=1
+        )
+        delta = torch.sigmoid(torch.logsumexp(others, dim=1) - vertical)
+        return delta.reshape(maps.shape[:-2])
 
 
 class MetaController(nn.Module):
@@ -144,6 +189,25 @@ def gumbel_keep_sample(
     soft = torch.sigmoid((logits + gumbel[0] - gumbel[1]) / temperature)
     hard: torch.Tensor = _StraightThrough.apply(soft)
     return GumbelSample(hard=hard, soft=soft)
+
+
+def pattern_cnn_loss(gates: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Algorithm 1's ``cnn_loss`` of a pruned model: ``mean_i [g_i (1 - delta_i) + (1 - g_i)
+    delta_i]``.
+
+    The share of kept heads the pattern CNN reads as uninformative (vertical) plus the share of
+    removed heads it reads as informative; 0 when the mask keeps exactly the informative heads.
+
+    Args:
+        gates: keep gates ``(N,)`` in [0, 1] (the sampled hard mask; its straight-through
+            gradient reaches the controller).
+        delta: ``(N,)`` the CNN's ``1 - P(vertical)`` on the pruned model's maps (constant).
+
+    Returns:
+        a scalar in [0, 1], differentiable in ``gates``.
+    """
+    delta = delta.detach()
+    return (gates * (1 - delta) + (1 - gates) * delta).mean()
 
 
 def sentence_representation(
