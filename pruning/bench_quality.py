@@ -66,6 +66,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pruning.bench_runs_table import deepcuts_claims
+from pruning.claim_rules import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    MIN_SEEDS,
+    PAIRED_RULE,
+    TRIALS_RULE,
+    combine,
+    holds_flag,
+    paired,
+    trials_verdict,
+)
+from pruning.compression import RATIO_DEFINITIONS
 from pruning.executors import LOCAL, ExecutorSettings
 
 if TYPE_CHECKING:
@@ -128,6 +141,9 @@ class QualitySettings:
         mcap_episode_size, mcap_update_every, mcap_train_examples: MCAP's episode size, episodes
             per optimiser step and training instances (0 = the whole training split).
         strategies, ratios, grad_batches: the DeepCuts table.
+        ratio_definition: how the DeepCuts ratios read (:mod:`pruning.compression`): by default
+            ``"bert_base_equivalent"``, the share of prunable weights the paper's ratio leaves on
+            BERT-base (its ratio 3 keeps 14.7%), so the claim is tested in the paper's regime.
         latency_batch, latency_seq_len, latency_repeats: the latency measurement.
     """
 
@@ -150,6 +166,7 @@ class QualitySettings:
     strategies: tuple[str, ...]
     ratios: tuple[float, ...]
     grad_batches: int
+    ratio_definition: str
     latency_batch: int
     latency_seq_len: int
     latency_repeats: int
@@ -180,6 +197,7 @@ FULL = QualitySettings(
     strategies=("layer_mag_weight", "global_mag_weight", "cam_cut", "smooth_cut"),
     ratios=(2.0, 3.0, 3.5, 4.0),
     grad_batches=16,
+    ratio_definition="bert_base_equivalent",
     latency_batch=32,
     latency_seq_len=128,
     latency_repeats=10,
@@ -323,6 +341,11 @@ def _check_settings(s: QualitySettings) -> None:
         raise ValueError(f"--ratios must be compression ratios above 1 (e.g. 3); got {s.ratios}.")
     if not s.strategies:
         raise ValueError("--strategies is empty; give at least one DeepCuts strategy.")
+    if s.ratio_definition not in RATIO_DEFINITIONS:
+        raise ValueError(
+            f"--ratio-definition must be one of {', '.join(RATIO_DEFINITIONS)}; got "
+            f"{s.ratio_definition!r}."
+        )
     for name, value, low, high in (
         ("--recovery-steps", s.recovery_steps, 0, 100_000),
         ("--random-trials", s.random_trials, 1, 10_000),
@@ -392,6 +415,7 @@ def _namespace(options: QualityOptions, settings: QualitySettings) -> argparse.N
         strategies=list(settings.strategies),
         ratios=list(settings.ratios),
         grad_batches=settings.grad_batches,
+        ratio_definition=settings.ratio_definition,
         refine_steps=0,
     )
 
@@ -547,13 +571,19 @@ def ensure_prepared(
     return entry, True
 
 
-def _random_heads_mean(record: RunRecord) -> float | None:
-    """Mean heads pruned over a ``random_budget`` run's trials (from its final trace event)."""
+def _random_heads(record: RunRecord) -> list[int] | None:
+    """Heads pruned by each of a ``random_budget`` run's trials (from its final trace event)."""
     for event in reversed(record.trace):
         trials = event.get("data", {}).get("trials")
         if event.get("kind") == "search_done" and isinstance(trials, list) and trials:
-            return sum(t["heads_pruned"] for t in trials) / len(trials)
+            return [int(t["heads_pruned"]) for t in trials]
     return None
+
+
+def _random_heads_mean(record: RunRecord) -> float | None:
+    """Mean heads pruned over a ``random_budget`` run's trials."""
+    heads = _random_heads(record)
+    return sum(heads) / len(heads) if heads else None
 
 
 def quality_row(planned: PlannedRun, row: Mapping[str, Any], record: RunRecord) -> dict[str, Any]:
@@ -586,6 +616,7 @@ def quality_row(planned: PlannedRun, row: Mapping[str, Any], record: RunRecord) 
         "random_heads_mean": (
             _random_heads_mean(record) if record.method == "random_budget" else None
         ),
+        "random_heads": (_random_heads(record) if record.method == "random_budget" else None),
         "latency_ms": None,
         "latency_p10_ms": None,
         "latency_p90_ms": None,
@@ -870,31 +901,34 @@ def evaluate_claims(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Whether each paper's claim holds on these rows: four dicts, in the issue's order.
 
     Every dict has ``id``, ``title``, ``claim`` (what the paper says), ``rule`` (how it is judged
-    here), ``holds`` (True, False, or None when the rows it needs are missing),
-    ``comparisons`` (the numbers compared) and ``statement`` (one plain sentence with them).
+    here), ``verdict`` ("holds", "does not hold", "not distinguishable", or None when the rows it
+    needs are missing), ``holds`` (True only when it holds; None when not measured),
+    ``comparisons`` (the numbers compared, each with its own verdict and reason) and
+    ``statement`` (one plain sentence with them, the verdict, and a warning when fewer seeds
+    than the rule needs were run).
 
-    How "holds" is judged, from the rows alone (accuracy is test accuracy on the bench's test
-    texts; "higher" is strictly higher, so a tie counts against the claim; there is no
-    significance test, and every statement gives the number of test texts so that a difference
-    of a text or two can be weighed):
+    The verdicts use the rules every claim bench shares (:mod:`pruning.claim_rules`; accuracy is
+    test accuracy on the bench's test texts):
 
-    * ``astar_vs_random`` (Parnami et al., 2021: A* prunes more heads than random pruning within
-      the same accuracy budget): at every budget with both an A* row and a ``random_budget`` row,
-      A* removes more heads than the random trials' mean, and A*'s test accuracy is no more than
-      the budget (in points) below the dense model's. Both searches enforce the budget on the
-      score texts; the test split checks that A*'s saving generalises. Holds when both are true
-      at every such budget.
+    * ``astar_vs_random`` (Parnami et al., 2021, Figures 9-10), at every budget with both an A*
+      row and a ``random_budget`` row: the trials rule on A*'s heads against every random
+      trial's; it does not hold either when A*'s test accuracy falls more than the budget below
+      the dense model's (both searches enforce the budget on the score texts; the test split
+      checks that A*'s saving generalises).
     * ``autoattention_vs_hisp_random`` (Zhang et al., 2022): AutoAttention at a fixed 50% of
-      heads has higher test accuracy than HISP and than random heads at 50%. AutoAttention trains
+      heads against HISP and against random heads at 50%, paired by seed. AutoAttention trains
       the weights with its gates, so it is compared with the HISP and random rows that had
       recovery fine-tuning (like with like; with ``train_weights`` off, the rows without).
     * ``mcap_vs_random_entropy`` (Rajapaksha and Crespi, 2024, Table I): in the "before
-      fine-tuning" protocol, MCAP has higher test accuracy than random heads and than attention
-      entropy at MCAP's sparsity (20%).
-    * ``deepcuts_vs_layer_magnitude`` (Grover et al., 2022): at every compression ratio from 3
-      to 4 where LayerMagWeight ran, each of Cam-Cut and Smooth-Cut that ran at the same ratio
-      with the same re-fine-tuning has higher test accuracy than LayerMagWeight. Holds when
-      every such comparison does.
+      fine-tuning" protocol, MCAP against random heads and against attention entropy at MCAP's
+      sparsity, paired by seed.
+    * ``deepcuts_vs_layer_magnitude`` (Grover et al., 2022): both DeepCuts claims of
+      :func:`pruning.bench_runs_table.deepcuts_claims`, placed by each row's BERT-base-equivalent
+      ratio: the strategies tie at the paper's ratio 2, and Cam-Cut and Smooth-Cut beat
+      LayerMagWeight (paired by seed) at its 3 to 4.
+
+    Paired comparisons need 3 seeds for any verdict other than "not distinguishable"; a bench
+    run at one seed therefore shows the numbers and says it cannot decide.
     """
     return [
         _claim_astar(rows),
@@ -972,17 +1006,24 @@ def _claim(
     statement: str,
     missing: str,
 ) -> dict[str, Any]:
-    holds = all(c["holds"] for c in comparisons) if comparisons else None
-    if holds is None:
+    verdict = combine(c["verdict"] for c in comparisons)
+    if verdict is None:
         text = f"Not measured: {missing}"
     else:
-        text = f"{statement}: the claim {'holds' if holds else 'does not hold'}."
+        text = f"{statement}: {verdict}."
+        few = [c["seeds"] for c in comparisons if isinstance(c.get("seeds"), int)]
+        if few and min(few) < MIN_SEEDS:
+            text += (
+                f" Measured on {min(few)} seed(s); the rule needs {MIN_SEEDS} before it can "
+                "say holds or does not hold."
+            )
     return {
         "id": claim_id,
         "title": CLAIM_TITLES[claim_id],
         "claim": claim,
         "rule": rule,
-        "holds": holds,
+        "verdict": verdict,
+        "holds": holds_flag(verdict),
         "comparisons": comparisons,
         "statement": text,
     }
@@ -997,23 +1038,32 @@ def _claim_astar(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         dense = astar.get("dense_accuracy")
         if budget in seen or random is None or dense is None:
             continue
-        mean = random.get("random_heads_mean")
-        if mean is None:
+        trials = random.get("random_heads")
+        if not trials:
             continue
         seen.add(budget)
         drop = 100.0 * (dense - astar["accuracy"])
+        verdict, share = trials_verdict(astar["heads_removed"], trials)
+        reason = f"p = {share:.2f} of {len(trials)} random trials pruned at least as many heads"
+        if drop > budget + 1e-9:
+            verdict = DOES_NOT_HOLD
+            reason = f"A*'s test accuracy fell {drop:.2f} points, over the budget of {budget:g}"
         comparisons.append(
             {
                 "budget": budget,
                 "astar_heads": astar["heads_removed"],
-                "random_heads_mean": mean,
-                "random_heads_best": random["heads_removed"],
+                "random_heads_mean": statistics.fmean(trials),
+                "random_heads_best": max(trials),
+                "random_trials": len(trials),
+                "share_at_least_astar": share,
                 "astar_accuracy": astar["accuracy"],
                 "random_best_accuracy": random["accuracy"],
                 "dense_accuracy": dense,
                 "astar_drop_points": drop,
                 "test_examples": astar.get("test_examples"),
-                "holds": astar["heads_removed"] > mean and drop <= budget + 1e-9,
+                "verdict": verdict,
+                "reason": reason,
+                "holds": verdict == HOLDS,
             }
         )
     parts = []
@@ -1022,8 +1072,9 @@ def _claim_astar(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         change = f"a drop of {drop:.1f} points" if drop >= 0 else f"a gain of {-drop:.1f} points"
         parts.append(
             f"at a budget of {budget:g} point{'' if budget == 1 else 's'} A* removed "
-            f"{c['astar_heads']} heads against {c['random_heads_mean']:.1f} on average for random "
-            f"pruning, with test accuracy {_pct(c['astar_accuracy'])} vs "
+            f"{c['astar_heads']} heads against {c['random_heads_mean']:.1f} on average for "
+            f"{c['random_trials']} random trials ({c['share_at_least_astar']:.0%} of them "
+            f"removed as many or more), with test accuracy {_pct(c['astar_accuracy'])} vs "
             f"{_pct(c['dense_accuracy'])} dense ({change}, "
             f"{'within' if drop <= budget + 1e-9 else 'over'} the budget)"
         )
@@ -1031,58 +1082,86 @@ def _claim_astar(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return _claim(
         "astar_vs_random",
         "A* search prunes more heads than random pruning while keeping accuracy within the same "
-        "budget (Parnami, Singh and Joshi, 2021).",
-        "At every budget with both rows: A* removes more heads than the mean of the random "
-        "trials and its test accuracy drop from the dense model is at most the budget.",
+        "budget (Parnami, Singh and Joshi, 2021, Figures 9-10).",
+        f"At every budget with both rows: {TRIALS_RULE}; and A*'s test accuracy drop from the "
+        "dense model is at most the budget (otherwise it does not hold).",
         comparisons,
         statement,
         "the bench has no A* row with a random_budget row at the same budget.",
     )
 
 
-def _versus(name: str, value: float, other: str, theirs: float, **extra: Any) -> dict[str, Any]:
-    """One comparison: ``name`` holds against ``other`` when its accuracy is strictly higher."""
+def _by_seed(rows: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Test accuracy by seed of rows that share one setting (the first row's)."""
+    if not rows:
+        return {}
+    like = rows[0]
+    return {
+        int(r.get("seed") or 0): float(r["accuracy"])
+        for r in rows
+        if r.get("config") == like.get("config")
+        and r.get("recovery_steps") == like.get("recovery_steps")
+    }
+
+
+def _versus(
+    name: str,
+    mine: Sequence[Mapping[str, Any]],
+    other: str,
+    theirs: Sequence[Mapping[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """``name``'s rows against ``other``'s, paired by seed (:func:`pruning.claim_rules.paired`)."""
+    a, b = _by_seed(mine), _by_seed(theirs)
+    result = paired(a, b)
     return {
         "method": name,
-        "accuracy": value,
+        "accuracy": statistics.fmean(a.values()),
         "baseline": other,
-        "baseline_accuracy": theirs,
+        "baseline_accuracy": statistics.fmean(b.values()),
         **extra,
-        "holds": value > theirs,
+        "seeds": len(result["seeds"]),
+        "differences": result["differences"],
+        "verdict": result["verdict"],
+        "reason": result["reason"],
+        "holds": result["verdict"] == HOLDS,
     }
 
 
 def _claim_autoattention(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    gates = _first(rows, "autoattention", fixed_sparsity=GATE_FIXED_SPARSITY)
+    gates = _rows(rows, "autoattention", fixed_sparsity=GATE_FIXED_SPARSITY)
     comparisons: list[dict[str, Any]] = []
     statement = ""
-    if gates is not None:
-        trained = bool(gates["config"].get("train_weights", True))
-        hisp = _first(rows, "hisp", recovered=trained, sparsity=GATE_FIXED_SPARSITY)
-        random = _first(rows, "random", recovered=trained, sparsity=GATE_FIXED_SPARSITY)
-        if hisp is not None and random is not None:
+    if gates:
+        trained = bool(gates[0]["config"].get("train_weights", True))
+        hisp = _rows(rows, "hisp", recovered=trained, sparsity=GATE_FIXED_SPARSITY)
+        random = _rows(rows, "random", recovered=trained, sparsity=GATE_FIXED_SPARSITY)
+        if hisp and random:
             comparisons = [
-                _versus("autoattention", gates["accuracy"], "hisp", hisp["accuracy"]),
-                _versus("autoattention", gates["accuracy"], "random", random["accuracy"]),
+                _versus("autoattention", gates, "hisp", hisp),
+                _versus("autoattention", gates, "random", random),
             ]
-            steps = hisp.get("recovery_steps") or "some"
+            steps = hisp[0].get("recovery_steps") or "some"
             how = f"each with {steps} recovery steps" if trained else "without fine-tuning"
             statement = _sentence(
                 [
                     f"AutoAttention at {GATE_FIXED_SPARSITY:.0%} of heads "
-                    f"({gates['config'].get('steps')} joint steps) reached "
-                    f"{_pct(gates['accuracy'])} test accuracy against HISP "
-                    f"{_pct(hisp['accuracy'])} and random heads {_pct(random['accuracy'])} at "
-                    f"{GATE_FIXED_SPARSITY:.0%} ({how})"
+                    f"({gates[0]['config'].get('steps')} joint steps) reached "
+                    f"{_pct(comparisons[0]['accuracy'])} test accuracy against HISP "
+                    f"{_pct(comparisons[0]['baseline_accuracy'])} and random heads "
+                    f"{_pct(comparisons[1]['baseline_accuracy'])} at "
+                    f"{GATE_FIXED_SPARSITY:.0%} ({how}; means over "
+                    f"{comparisons[0]['seeds']} seed(s))"
                 ],
-                gates,
+                gates[0],
             )
     return _claim(
         "autoattention_vs_hisp_random",
         "AutoAttention keeps more accuracy than HISP and random pruning at the same share of "
         "heads (Zhang et al., 2022).",
-        "AutoAttention at a fixed 50% has strictly higher test accuracy than HISP and than "
-        "random heads at 50%, both with recovery fine-tuning (AutoAttention trains its weights).",
+        "AutoAttention at a fixed 50% against HISP and against random heads at 50%, both with "
+        f"recovery fine-tuning (AutoAttention trains its weights), in test accuracy: "
+        f"{PAIRED_RULE}.",
         comparisons,
         statement,
         "the bench needs AutoAttention at a fixed 50% and HISP and random heads at 50% with "
@@ -1091,32 +1170,34 @@ def _claim_autoattention(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _claim_mcap(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    mcap = _first(rows, "mcap", protocol="before")
+    mcap = _rows(rows, "mcap", protocol="before")
     comparisons: list[dict[str, Any]] = []
     statement = ""
-    if mcap is not None:
-        sparsity = mcap["config"].get("sparsity")
-        random = _first(rows, "random", protocol="before", sparsity=sparsity)
-        entropy = _first(rows, "entropy", protocol="before", sparsity=sparsity)
-        if random is not None and entropy is not None:
+    if mcap:
+        sparsity = mcap[0]["config"].get("sparsity")
+        random = _rows(rows, "random", protocol="before", sparsity=sparsity)
+        entropy = _rows(rows, "entropy", protocol="before", sparsity=sparsity)
+        if random and entropy:
             comparisons = [
-                _versus("mcap", mcap["accuracy"], "random", random["accuracy"]),
-                _versus("mcap", mcap["accuracy"], "entropy", entropy["accuracy"]),
+                _versus("mcap", mcap, "random", random),
+                _versus("mcap", mcap, "entropy", entropy),
             ]
             statement = _sentence(
                 [
                     f"pruned to {sparsity:.0%} of heads before fine-tuning, MCAP reached "
-                    f"{_pct(mcap['accuracy'])} test accuracy against random heads "
-                    f"{_pct(random['accuracy'])} and attention entropy {_pct(entropy['accuracy'])}"
+                    f"{_pct(comparisons[0]['accuracy'])} test accuracy against random heads "
+                    f"{_pct(comparisons[0]['baseline_accuracy'])} and attention entropy "
+                    f"{_pct(comparisons[1]['baseline_accuracy'])} (means over "
+                    f"{comparisons[0]['seeds']} seed(s))"
                 ],
-                mcap,
+                mcap[0],
             )
     return _claim(
         "mcap_vs_random_entropy",
         "MCAP keeps more accuracy than random heads and attention entropy at 20% of heads, "
         "pruned before fine-tuning (Rajapaksha and Crespi, 2024, Table I).",
-        "In the 'before fine-tuning' protocol MCAP has strictly higher test accuracy than random "
-        "heads and than attention entropy at MCAP's sparsity.",
+        "In the 'before fine-tuning' protocol, MCAP against random heads and against attention "
+        f"entropy at MCAP's sparsity, in test accuracy: {PAIRED_RULE}.",
         comparisons,
         statement,
         "the bench needs MCAP, random heads and attention entropy at the same sparsity in the "
@@ -1125,41 +1206,38 @@ def _claim_mcap(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _claim_deepcuts(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    comparisons: list[dict[str, Any]] = []
-    seen: set[tuple[float, Any]] = set()
-    for base in _rows(rows, "deepcuts", strategy="layer_mag_weight"):
-        ratio, refine = (
-            float(base["config"]["compression_ratio"]),
-            base["config"].get("refine_steps"),
-        )
-        if not 3.0 <= ratio <= 4.0 or (ratio, refine) in seen:
-            continue
-        seen.add((ratio, refine))
-        for strategy in ("cam_cut", "smooth_cut"):
-            other = _first(
-                rows, "deepcuts", strategy=strategy, compression_ratio=ratio, refine_steps=refine
-            )
-            if other is not None:
-                accuracy = other["accuracy"]
-                comparisons.append(
-                    _versus(strategy, accuracy, "layer_mag_weight", base["accuracy"], ratio=ratio)
-                )
-    parts = [
-        f"at {c['ratio']:g}× {STRATEGY_NAMES[c['method']]} reached {_pct(c['accuracy'])} "
-        f"against LayerMagWeight {_pct(c['baseline_accuracy'])}"
-        for c in comparisons
+    """Both DeepCuts claims (:func:`pruning.bench_runs_table.deepcuts_claims`) as one."""
+    deepcuts = [r for r in rows if r.get("method") == "deepcuts" and r.get("accuracy") is not None]
+    tie, beat = deepcuts_claims(deepcuts)
+    comparisons = [
+        {**c, "part": part}
+        for part, claim in (("tie at 2", tie), ("beat at 3-4", beat))
+        for c in claim["comparisons"]
     ]
-    first = _first(rows, "deepcuts", strategy="layer_mag_weight") or {}
+    parts = []
+    for c in comparisons:
+        where = f"at the paper's ratio {c['paper_ratio']:.2f} ({c['ratio_definition']})"
+        if c["part"] == "tie at 2":
+            listed = ", ".join(
+                f"{STRATEGY_NAMES.get(k, k)} {_pct(v)}" for k, v in c["accuracies"].items()
+            )
+            parts.append(f"{where} the strategies reached {listed} ({c['verdict']} as a tie)")
+        else:
+            parts.append(
+                f"{where} {STRATEGY_NAMES[c['method']]} reached {_pct(c['accuracy'])} against "
+                f"LayerMagWeight {_pct(c['baseline_accuracy'])} ({c['verdict']})"
+            )
+    first = deepcuts[0] if deepcuts else {}
     return _claim(
         "deepcuts_vs_layer_magnitude",
-        "Cam-Cut and Smooth-Cut keep more accuracy than weight magnitude (LayerMagWeight) at "
-        "compression ratios 3 to 4 (Grover, Gawri and Manku, 2022).",
-        "At every ratio from 3 to 4, each of Cam-Cut and Smooth-Cut that ran has strictly higher "
-        "test accuracy than LayerMagWeight at the same ratio and re-fine-tuning.",
+        "All strategies tie at compression ratio 2, and Cam-Cut and Smooth-Cut keep more accuracy "
+        "than weight magnitude (LayerMagWeight) at compression ratios 3 to 4 (Grover, Gawri and "
+        "Manku, 2022, Sections 4.3-4.4).",
+        f"{tie['rule']} {beat['rule']}",
         comparisons,
         _sentence(parts, first),
-        "the bench needs LayerMagWeight and Cam-Cut or Smooth-Cut at the same ratio between 3 "
-        "and 4.",
+        "the bench needs two DeepCuts strategies at the paper's ratio 2, or LayerMagWeight and "
+        "Cam-Cut or Smooth-Cut at the paper's 3 to 4 (--ratio-definition bert_base_equivalent).",
     )
 
 

@@ -5,7 +5,8 @@ Every row of a run bench is one stored run; rows that differ only in their seed 
 mean and the spread of the accuracy, :func:`markdown_table` prints one line per group, and
 :func:`deepcuts_claims` checks the two claims of Grover, Gawri and Manku, "DeepCuts: Single-Shot
 Interpretability based Pruning for BERT", arXiv 2212.13392 (2022),
-https://arxiv.org/abs/2212.13392, on the group means:
+https://arxiv.org/abs/2212.13392, seed by seed with the rules every claim bench shares
+(:mod:`pruning.claim_rules`):
 
 * ``deepcuts_tie_at_2``: "Even at compression ratio 2 across all datasets the performance is
   very similar irrespective of the pruning method used" (Section 4.3; Section 2.2.1 "till the
@@ -25,6 +26,17 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pruning.claim_rules import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    PAIRED_RULE,
+    TIE_RULE,
+    combine,
+    holds_flag,
+    paired,
+    tie_verdict,
+)
 
 # How close a row's paper-equivalent ratio must be to the claim's ratios to count.
 RATIO_2_WINDOW = (1.9, 2.1)
@@ -170,23 +182,33 @@ def _paper_ratio(group: Mapping[str, Any]) -> float:
     return float(_first_value(group, "bert_base_ratio"))
 
 
+def _by_seed(group: Mapping[str, Any]) -> dict[int, float]:
+    """A group's test accuracy by seed (rows without a seed count as seed 0)."""
+    return {
+        int(r.get("seed") or 0): float(r["accuracy"])
+        for r in group["rows"]
+        if r.get("accuracy") is not None
+    }
+
+
 def _claim(
     claim_id: str, claim: str, rule: str, comparisons: list[dict[str, Any]], missing: str
 ) -> dict[str, Any]:
-    holds = all(c["holds"] for c in comparisons) if comparisons else None
-    if holds is None:
+    verdict = combine(c["verdict"] for c in comparisons)
+    if verdict is None:
         statement = f"Not measured: {missing}"
     else:
-        failed = sum(not c["holds"] for c in comparisons)
+        counts = {v: sum(c["verdict"] == v for c in comparisons) for v in (HOLDS, DOES_NOT_HOLD)}
         statement = (
-            f"{len(comparisons)} comparison(s), {failed} against: the claim "
-            f"{'holds' if holds else 'does not hold'}."
+            f"{len(comparisons)} comparison(s): {counts[HOLDS]} hold, {counts[DOES_NOT_HOLD]} "
+            f"do not hold, the rest are not distinguishable; verdict: {verdict}."
         )
     return {
         "id": claim_id,
         "claim": claim,
         "rule": rule,
-        "holds": holds,
+        "verdict": verdict,
+        "holds": holds_flag(verdict),
         "comparisons": comparisons,
         "statement": statement,
     }
@@ -195,37 +217,42 @@ def _claim(
 def deepcuts_claims(
     rows: Sequence[Mapping[str, Any]], *, tie_tolerance: float = DEFAULT_TIE_TOLERANCE
 ) -> list[dict[str, Any]]:
-    """The paper's two claims, checked on the seed means of ``bench deepcuts`` rows.
+    """The paper's two claims, checked with the shared rules of :mod:`pruning.claim_rules`.
 
     * ``deepcuts_tie_at_2``: among the rows whose BERT-base-equivalent ratio is within
-      :data:`RATIO_2_WINDOW` (per definition, ratio and refine steps, at least two strategies),
-      the best and the worst strategy's mean accuracy differ by at most ``tie_tolerance``.
+      :data:`RATIO_2_WINDOW` (per definition, ratio and refine steps, at least two strategies):
+      :func:`~pruning.claim_rules.tie_verdict` with ``tie_tolerance`` on the strategies' test
+      accuracy by seed.
     * ``deepcuts_beat_layer_magnitude``: among the rows whose BERT-base-equivalent ratio is within
-      :data:`RATIO_3_TO_4_WINDOW`, every Cam-Cut and Smooth-Cut mean accuracy is strictly higher
-      than LayerMagWeight's at the same definition, ratio and refine steps. Each comparison also
-      says whether the gap exceeds both strategies' seed standard deviations (``clear``).
+      :data:`RATIO_3_TO_4_WINDOW`, each Cam-Cut and Smooth-Cut against LayerMagWeight at the same
+      definition, ratio and refine steps: :func:`~pruning.claim_rules.paired` over the seeds both
+      ran (3 seeds or more are needed for a verdict other than "not distinguishable").
 
     Returns:
-        two dicts (``id``, ``claim``, ``rule``, ``holds``: True / False / None when not
-        measured, ``comparisons``, ``statement``).
+        two dicts (``id``, ``claim``, ``rule``, ``verdict``: holds / does not hold / not
+        distinguishable / None when not measured, ``holds``: True only when it holds, None when
+        not measured, ``comparisons``, ``statement``).
     """
     groups = seed_groups(rows)
     ties = []
     for (definition, ratio, refine), by_strategy in _buckets(groups, RATIO_2_WINDOW).items():
         if len(by_strategy) < 2:
             continue
-        means = {name: float(group["accuracy"]) for name, group in by_strategy.items()}
-        spread = max(means.values()) - min(means.values())
+        seeds = {name: _by_seed(group) for name, group in by_strategy.items()}
+        verdict, spread, reason = tie_verdict(seeds, tie_tolerance)
         ties.append(
             {
                 "ratio": ratio,
                 "ratio_definition": definition,
                 "paper_ratio": _paper_ratio(next(iter(by_strategy.values()))),
                 "refine_steps": refine,
-                "accuracies": means,
+                "accuracies": {name: float(g["accuracy"]) for name, g in by_strategy.items()},
+                "seeds": min(len(v) for v in seeds.values()),
                 "spread": spread,
                 "tolerance": tie_tolerance,
-                "holds": spread <= tie_tolerance,
+                "verdict": verdict,
+                "reason": reason,
+                "holds": verdict == HOLDS,
             }
         )
     wins = []
@@ -237,22 +264,24 @@ def deepcuts_claims(
             other = by_strategy.get(name)
             if other is None:
                 continue
-            gap = float(other["accuracy"]) - float(base["accuracy"])
-            noise = max(other["accuracy_sd"] or 0.0, base["accuracy_sd"] or 0.0)
+            comparison = paired(_by_seed(other), _by_seed(base))
             wins.append(
                 {
                     "method": name,
                     "accuracy": other["accuracy"],
                     "baseline": BASELINE,
                     "baseline_accuracy": base["accuracy"],
-                    "gap": gap,
-                    "clear": gap > noise,
-                    "seeds": other["n"],
+                    "gap": float(other["accuracy"]) - float(base["accuracy"]),
+                    "seeds": len(comparison["seeds"]),
+                    "differences": comparison["differences"],
+                    "sd": comparison["sd"],
                     "ratio": ratio,
                     "ratio_definition": definition,
                     "paper_ratio": _paper_ratio(other),
                     "refine_steps": refine,
-                    "holds": gap > 0,
+                    "verdict": comparison["verdict"],
+                    "reason": comparison["reason"],
+                    "holds": comparison["verdict"] == HOLDS,
                 }
             )
     return [
@@ -260,8 +289,8 @@ def deepcuts_claims(
             "deepcuts_tie_at_2",
             "At compression ratio 2 all strategies perform similarly (Grover et al. 2022, "
             "Sections 2.2.1 and 4.3).",
-            f"At every ratio whose BERT-base equivalent lies in {RATIO_2_WINDOW}, the best and "
-            f"worst strategy's mean test accuracy differ by at most {tie_tolerance:.1%}.",
+            f"At every ratio whose BERT-base equivalent lies in {RATIO_2_WINDOW}: {TIE_RULE} "
+            f"(tolerance {tie_tolerance:.1%}).",
             ties,
             "the bench needs two strategies at a ratio that is the paper's 2 (e.g. "
             "--ratio-definition bert_base_equivalent --ratios 2, or prunable ratio 3).",
@@ -271,7 +300,7 @@ def deepcuts_claims(
             "Cam-Cut and Smooth-Cut keep more accuracy than LayerMagWeight at compression ratios "
             "3 to 4 (Grover et al. 2022, Sections 4.3-4.4).",
             f"At every ratio whose BERT-base equivalent lies in {RATIO_3_TO_4_WINDOW}, each "
-            "Cam-Cut and Smooth-Cut mean test accuracy is strictly above LayerMagWeight's.",
+            f"Cam-Cut and Smooth-Cut against LayerMagWeight in test accuracy: {PAIRED_RULE}.",
             wins,
             "the bench needs LayerMagWeight and Cam-Cut or Smooth-Cut at a ratio that is the "
             "paper's 3 to 4: --ratio-definition bert_base_equivalent --ratios 3,3.5,4 (HeadScope's "
@@ -292,11 +321,14 @@ def claims_markdown(claims: Sequence[Mapping[str, Any]]) -> str:
             )
             if "spread" in c:
                 listed = ", ".join(f"{k} {v:.2%}" for k, v in c["accuracies"].items())
-                lines.append(f"  - {where}: {listed}; spread {100 * c['spread']:.2f} pp")
+                lines.append(
+                    f"  - {where}: {listed}; spread {100 * c['spread']:.2f} pp over "
+                    f"{c['seeds']} seed(s): {c['verdict']} ({c['reason']})"
+                )
             else:
                 lines.append(
                     f"  - {where}: {c['method']} {c['accuracy']:.2%} vs {c['baseline']} "
-                    f"{c['baseline_accuracy']:.2%} ({100 * c['gap']:+.2f} pp"
-                    f"{'' if c['clear'] or c['seeds'] < 2 else ', within the seed spread'})"
+                    f"{c['baseline_accuracy']:.2%} ({100 * c['gap']:+.2f} pp, {c['seeds']} "
+                    f"seed(s)): {c['verdict']} ({c['reason']})"
                 )
     return "\n".join(lines) + "\n"

@@ -9,12 +9,14 @@ the method's seed, so runs of two rows at the same seed share everything but the
   row's metric over its seeds;
 * :func:`paired_comparison`: the per-seed differences MCAP minus a baseline (signed so that
   positive means MCAP is better: higher MCC or accuracy, lower loss) and the verdict;
-* :func:`verdict` — **the rule**: with ``n >= 3`` paired differences ``d_s``, mean ``m`` and
-  sample standard deviation ``sd``, the claim "MCAP is better" **holds** when every ``d_s > 0``
-  and ``m > 2 sd``; it is **reversed** when every ``d_s < 0`` and ``-m > 2 sd``; otherwise (mixed
-  signs, a mean within two standard deviations of the differences, or fewer than 3 seeds) the
-  two are **not distinguishable**. With ``n = 3``, ``m > 2 sd`` is a paired t of at least
-  ``2 sqrt(3) = 3.46`` (two-sided p < 0.08), and all-same-sign adds a sign requirement;
+* :func:`verdict` — **the rule**, shared by every claim bench
+  (:func:`pruning.claim_rules.paired_verdict`): with ``n >= 3`` paired differences ``d_s``, mean
+  ``m`` and sample standard deviation ``sd``, the claim "MCAP is better" **holds** when every
+  ``d_s > 0`` and ``m > 2 sd``; it **does not hold** when every ``d_s < 0`` and ``-m > 2 sd``;
+  otherwise (mixed signs, a mean within two standard deviations of the differences, or fewer
+  than 3 seeds) the two are **not distinguishable**. With ``n = 3``, ``m > 2 sd`` is a paired t
+  of at least ``2 sqrt(3) = 3.46`` (two-sided p < 0.08), and all-same-sign adds a sign
+  requirement;
 * :func:`spearman` / :func:`rank_stability`: Spearman's rank correlation of MCAP's head scores
   between every pair of seeds (average ranks for ties), with the mean and the lowest pair;
 * :func:`select_learning_rate`: the paper "tr[ies] four learning rates ... The best evaluation
@@ -34,6 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from pruning.claim_rules import (
+    MIN_SEEDS,
+    PAIRED_RULE,
+    SPREAD_FACTOR,
+)
+from pruning.claim_rules import paired_verdict as verdict
+
 __all__ = [
     "HIGHER_IS_BETTER",
     "MIN_SEEDS",
@@ -50,15 +59,9 @@ __all__ = [
 ]
 
 HIGHER_IS_BETTER = {"mcc": True, "accuracy": True, "loss": False}
-MIN_SEEDS = 3
-SPREAD_FACTOR = 2.0
 VERDICT_RULE = (
-    "A claim holds when, over at least 3 seeds, every paired difference (MCAP minus the baseline "
-    "at the same seed, signed so that positive = MCAP better) is positive and their mean exceeds "
-    "2 x their sample standard deviation; reversed when all are negative and -mean > 2 x sd; "
-    "otherwise not distinguishable."
+    f"A claim holds when MCAP passes the shared paired rule against the baseline: {PAIRED_RULE}."
 )
-HOLDS, REVERSED, UNCLEAR = "holds", "reversed", "not distinguishable"
 
 
 @dataclass(frozen=True)
@@ -94,26 +97,6 @@ def summarise(values: Sequence[float]) -> SeedSummary:
         raise ValueError(f"Values must be finite numbers (got {numbers}).")
     sd = statistics.stdev(numbers) if len(numbers) >= 2 else None
     return SeedSummary(len(numbers), statistics.fmean(numbers), sd, min(numbers), max(numbers))
-
-
-def verdict(differences: Sequence[float]) -> tuple[str, str]:
-    """``(verdict, reason)`` of paired differences signed so that positive = MCAP better.
-
-    See the module docstring for the rule; the verdict is ``"holds"``, ``"reversed"`` or
-    ``"not distinguishable"``.
-    """
-    d = [float(x) for x in differences]
-    if len(d) < MIN_SEEDS:
-        return UNCLEAR, f"{len(d)} seed(s): the rule needs at least {MIN_SEEDS}"
-    mean, sd = statistics.fmean(d), statistics.stdev(d)
-    spread = f"mean {mean:+.4f}, sd {sd:.4f}"
-    if all(x > 0 for x in d) and mean > SPREAD_FACTOR * sd:
-        return HOLDS, f"all {len(d)} differences > 0 and {spread}: mean > 2 sd"
-    if all(x < 0 for x in d) and -mean > SPREAD_FACTOR * sd:
-        return REVERSED, f"all {len(d)} differences < 0 and {spread}: -mean > 2 sd"
-    if not (all(x > 0 for x in d) or all(x < 0 for x in d)):
-        return UNCLEAR, f"the differences change sign ({spread})"
-    return UNCLEAR, f"{spread}: |mean| <= 2 sd"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ what is stored, listing the missing rows and how far their checkpoints got.
 Verdict of "A* prunes more heads than random under the same budget", per budget: with ``p`` the
 share of random trials that prune at least as many heads as A*, it holds when ``p < 0.05``, does
 not hold when ``p >= 0.5`` (A* is no better than a typical random order), and is not
-distinguishable in between.
+distinguishable in between (:func:`pruning.claim_rules.trials_verdict`, the rule every claim
+bench shares).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import statistics
 import time
 from typing import Any
 
+from pruning.claim_rules import TRIALS_RULE, trials_verdict
 from pruning.cli_bench_runs import (
     _floats,
     add_shared_bench_args,
@@ -37,7 +39,6 @@ from pruning.cli_bench_runs import (
 )
 
 HELP = "the A* paper's experiment: Table 3 per budget, local greedy, 100 random trials"
-HOLDS, NOT_DISTINGUISHABLE, DOES_NOT_HOLD = "holds", "not distinguishable", "does not hold"
 
 
 def add_astar_paper_bench(kinds: Any) -> None:
@@ -177,11 +178,7 @@ def _random_row(record: Any, astar_heads: int | None) -> dict[str, Any]:
         "seconds": record.info.get("total_seconds"),
     }
     if astar_heads is not None:
-        share = sum(count >= astar_heads for count in counts) / len(counts)
-        row["share_at_least_astar"] = share
-        row["verdict"] = (
-            HOLDS if share < 0.05 else DOES_NOT_HOLD if share >= 0.5 else NOT_DISTINGUISHABLE
-        )
+        row["verdict"], row["share_at_least_astar"] = trials_verdict(astar_heads, counts)
     return row
 
 
@@ -295,7 +292,6 @@ def bench_astar_paper(args: argparse.Namespace) -> int:
         **report,
         "validation_examples": examples,
         "random_trials": args.random_trials,
-        "verdict_rule": "share p of random trials pruning >= A*'s heads: holds p < 0.05, "
-        "does not hold p >= 0.5, else not distinguishable",
+        "verdict_rule": TRIALS_RULE,
     }
     return write_report(args, bench_report(args, started, **content), table)

@@ -52,6 +52,11 @@ _PLAN_FLAGS: dict[str, tuple[Any, str]] = {
     ),
     "--ratios": (_floats, "DeepCuts compression ratios (full 2,3,3.5,4, quick 3)"),
     "--grad-batches": (int, "DeepCuts gradient batches (full 16, quick 4)"),
+    "--ratio-definition": (
+        str,
+        "how the DeepCuts ratios read: bert_base_equivalent (default: the share of prunable "
+        "weights the paper's ratio leaves on BERT-base), prunable or whole_model",
+    ),
     "--latency-batch": (int, "texts per timed forward (full 32, quick 8)"),
     "--latency-seq-len": (int, "tokens per text of the timed forwards (full 128, quick 64)"),
     "--latency-repeats": (int, "interleaved timing rounds (full 10, quick 3)"),

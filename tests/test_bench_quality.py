@@ -28,6 +28,7 @@ from pruning.bench_quality import (
     resolve_settings,
 )
 from pruning.cli_bench_quality import add_quality_bench, bench_quality, options_from_args
+from pruning.compression import bert_base_keep_share
 from pruning.data import DataSpec
 
 
@@ -88,8 +89,8 @@ def test_quick_plan_is_small_and_keeps_every_family() -> None:
     mcap = next(p.request for p in plan if p.request.method == "mcap")
     assert (mcap.config["episode_size"], mcap.config["max_train_examples"]) == (30, 120)
     assert [p.label for p in plan if p.group == "deepcuts"] == [
-        "DeepCuts layer_mag_weight x3",
-        "DeepCuts cam_cut x3",
+        "DeepCuts layer_mag_weight x3 (bert_base_equivalent)",
+        "DeepCuts cam_cut x3 (bert_base_equivalent)",
     ]
     assert settings.methods == FAMILIES
 
@@ -165,43 +166,51 @@ def _row(method: str, accuracy: float | None, **fields: Any) -> dict[str, Any]:
     return row
 
 
+RANDOM_TRIALS = [3] * 10 + [10] * 9 + [21]  # 20 trials, mean 7.05
+
+
 def _astar_rows(astar_heads: int, astar_accuracy: float) -> list[dict[str, Any]]:
     return [
         _row("astar", astar_accuracy, heads_removed=astar_heads, config={"budget": 1.0}),
-        _row("random_budget", 0.83, heads_removed=21, random_heads_mean=10.65,
+        _row("random_budget", 0.83, heads_removed=21, random_heads=RANDOM_TRIALS,
              config={"budget": 1.0, "trials": 20}),
         # another budget without its random row is not compared
         _row("astar", 0.5, heads_removed=1, config={"budget": 4.0}),
     ]  # fmt: skip
 
 
-def _gate_rows(gate_accuracy: float, *, with_hisp: bool = True) -> list[dict[str, Any]]:
+def _seeds(method: str, accuracies: tuple[float, ...], **fields: Any) -> list[dict[str, Any]]:
+    return [_row(method, a, seed=s, **fields) for s, a in enumerate(accuracies)]
+
+
+def _gate_rows(gates: tuple[float, ...], *, with_hisp: bool = True) -> list[dict[str, Any]]:
+    recovered = {"config": {"sparsity": 0.5}, "recovered": True, "recovery_steps": 200}
     rows = [
-        _row("autoattention", gate_accuracy,
-             config={"fixed_sparsity": 0.5, "train_weights": True, "steps": 300}),
+        *_seeds("autoattention", gates,
+                config={"fixed_sparsity": 0.5, "train_weights": True, "steps": 300}),
         _row("hisp", 0.95, config={"sparsity": 0.5}),  # no recovery: not like with like
-        _row("random", 0.814, config={"sparsity": 0.5}, recovered=True, recovery_steps=200),
+        *_seeds("random", (0.814, 0.810, 0.818), **recovered),
     ]  # fmt: skip
     if with_hisp:
-        rows.append(
-            _row("hisp", 0.832, config={"sparsity": 0.5}, recovered=True, recovery_steps=200)
-        )
+        rows += _seeds("hisp", (0.832, 0.830, 0.834), **recovered)
     return rows
 
 
-def _mcap_rows(mcap_accuracy: float) -> list[dict[str, Any]]:
-    before = {"protocol": "before", "recovered": True}
+def _mcap_rows(mcap: tuple[float, ...]) -> list[dict[str, Any]]:
+    before = {"protocol": "before", "recovered": True, "config": {"sparsity": 0.2}}
     return [
-        _row("mcap", mcap_accuracy, config={"sparsity": 0.2}, **before),
-        _row("random", 0.836, config={"sparsity": 0.2}, **before),
-        _row("entropy", 0.828, config={"sparsity": 0.2}, **before),
+        *_seeds("mcap", mcap, **before),
+        *_seeds("random", (0.836, 0.834, 0.838), **before),
+        *_seeds("entropy", (0.828, 0.826, 0.830), **before),
         _row("random", 0.99, config={"sparsity": 0.2}),  # "after" protocol: not compared
     ]
 
 
-def _cut(strategy: str, ratio: float, accuracy: float) -> dict[str, Any]:
-    config = {"strategy": strategy, "compression_ratio": ratio, "refine_steps": 0}
-    return _row("deepcuts", accuracy, config=config)
+def _cut(strategy: str, ratio: float, accuracy: float, seed: int = 0) -> dict[str, Any]:
+    config = {"strategy": strategy, "compression_ratio": ratio, "refine_steps": 0,
+              "ratio_definition": "bert_base_equivalent"}  # fmt: skip
+    return _row("deepcuts", accuracy, config=config, seed=seed, bert_base_ratio=ratio,
+                label=f"DeepCuts {strategy} x{ratio:g}")  # fmt: skip
 
 
 def _claims(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -215,63 +224,75 @@ def _claims(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {c["id"]: c for c in claims}
 
 
-def test_astar_claim_needs_more_heads_than_random_and_the_budget_kept() -> None:
-    holds = _claims(_astar_rows(12, 0.830))["astar_vs_random"]
-    assert holds["holds"] is True
+def test_astar_claim_weighs_a_star_against_the_random_trials_and_the_budget() -> None:
+    holds = _claims(_astar_rows(22, 0.830))["astar_vs_random"]
+    assert holds["verdict"] == "holds" and holds["holds"] is True
     [comparison] = holds["comparisons"]
-    assert comparison["budget"] == 1.0 and comparison["random_heads_mean"] == 10.65
+    assert comparison["budget"] == 1.0 and comparison["random_heads_mean"] == 7.05
+    assert comparison["share_at_least_astar"] == 0.0
     assert comparison["astar_drop_points"] == pytest.approx(0.8)
     assert holds["statement"] == (
-        "At a budget of 1 point A* removed 12 heads against 10.7 on average for random "
-        "pruning, with test accuracy 83.0% vs 83.8% dense (a drop of 0.8 points, within the "
-        "budget) (on 1,276 test texts): the claim holds."
+        "At a budget of 1 point A* removed 22 heads against 7.0 on average for 20 random trials "
+        "(0% of them removed as many or more), with test accuracy 83.0% vs 83.8% dense (a drop "
+        "of 0.8 points, within the budget) (on 1,276 test texts): holds."
     )
-    fewer = _claims(_astar_rows(7, 0.845))["astar_vs_random"]
-    assert fewer["holds"] is False and fewer["statement"].endswith("the claim does not hold.")
+    unclear = _claims(_astar_rows(12, 0.830))["astar_vs_random"]  # p = 1/20 is not < 0.05
+    assert unclear["verdict"] == "not distinguishable" and unclear["holds"] is False
+    fewer = _claims(_astar_rows(7, 0.845))["astar_vs_random"]  # p = 10/20
+    assert fewer["verdict"] == "does not hold" and fewer["statement"].endswith("does not hold.")
     assert "(a gain of 0.7 points, within the budget)" in fewer["statement"]
-    over = _claims(_astar_rows(12, 0.80))["astar_vs_random"]
-    assert over["holds"] is False and "over the budget" in over["statement"]
+    over = _claims(_astar_rows(22, 0.80))["astar_vs_random"]
+    assert over["verdict"] == "does not hold" and "over the budget" in over["statement"]
     missing = _claims(_astar_rows(12, 0.83)[::2])["astar_vs_random"]
-    assert missing["holds"] is None and missing["comparisons"] == []
-    assert missing["statement"].startswith("Not measured:")
+    assert missing["holds"] is None and missing["verdict"] is None
+    assert missing["comparisons"] == [] and missing["statement"].startswith("Not measured:")
 
 
-def test_autoattention_claim_compares_with_the_recovered_baselines() -> None:
-    holds = _claims(_gate_rows(0.85))["autoattention_vs_hisp_random"]
-    assert holds["holds"] is True
-    assert [(c["baseline"], c["baseline_accuracy"]) for c in holds["comparisons"]] == [
-        ("hisp", 0.832),
-        ("random", 0.814),
+def test_autoattention_claim_pairs_seeds_with_the_recovered_baselines() -> None:
+    holds = _claims(_gate_rows((0.85, 0.851, 0.853)))["autoattention_vs_hisp_random"]
+    assert holds["verdict"] == "holds"
+    assert [(c["baseline"], c["seeds"]) for c in holds["comparisons"]] == [
+        ("hisp", 3),
+        ("random", 3),
     ]
+    assert holds["comparisons"][0]["baseline_accuracy"] == pytest.approx(0.832)
     assert "each with 200 recovery steps" in holds["statement"]
-    assert _claims(_gate_rows(0.82))["autoattention_vs_hisp_random"]["holds"] is False
-    tie = _claims(_gate_rows(0.832))["autoattention_vs_hisp_random"]
-    assert tie["holds"] is False  # a tie is not higher
-    missing = _claims(_gate_rows(0.85, with_hisp=False))["autoattention_vs_hisp_random"]
+    lower = _claims(_gate_rows((0.80, 0.801, 0.799)))["autoattention_vs_hisp_random"]
+    assert lower["verdict"] == "does not hold"
+    mixed = _claims(_gate_rows((0.84, 0.82, 0.835)))["autoattention_vs_hisp_random"]
+    assert mixed["verdict"] == "not distinguishable"  # above random, but not HISP at every seed
+    one = _claims(_gate_rows((0.85,)))["autoattention_vs_hisp_random"]
+    assert one["verdict"] == "not distinguishable" and "Measured on 1 seed(s)" in one["statement"]
+    missing = _claims(_gate_rows((0.85,), with_hisp=False))["autoattention_vs_hisp_random"]
     assert missing["holds"] is None and "Not measured" in missing["statement"]
 
 
-def test_mcap_claim_compares_within_the_before_protocol() -> None:
-    assert _claims(_mcap_rows(0.840))["mcap_vs_random_entropy"]["holds"] is True
-    lower = _claims(_mcap_rows(0.830))["mcap_vs_random_entropy"]
-    assert lower["holds"] is False
+def test_mcap_claim_pairs_seeds_within_the_before_protocol() -> None:
+    claim = _claims(_mcap_rows((0.840, 0.839, 0.842)))["mcap_vs_random_entropy"]
+    assert claim["verdict"] == "holds"
+    lower = _claims(_mcap_rows((0.830, 0.829, 0.831)))["mcap_vs_random_entropy"]
+    assert lower["verdict"] == "does not hold"
     assert "MCAP reached 83.0% test accuracy against random heads 83.6%" in lower["statement"]
-    assert _claims(_mcap_rows(0.84)[:2])["mcap_vs_random_entropy"]["holds"] is None
+    assert _claims(_mcap_rows((0.84,))[:4])["mcap_vs_random_entropy"]["holds"] is None
 
 
-def test_deepcuts_claim_needs_every_strategy_above_layer_magnitude_at_ratios_3_to_4() -> None:
-    rows = [_cut("layer_mag_weight", r, a) for r, a in ((2.0, 0.80), (3.0, 0.757), (4.0, 0.70))]
-    rows += [_cut("cam_cut", 2.0, 0.60), _cut("cam_cut", 3.0, 0.79), _cut("cam_cut", 4.0, 0.76)]
+def test_deepcuts_claim_ties_at_2_and_pairs_every_strategy_with_layer_magnitude_at_3_to_4() -> None:
+    rows = [_cut("layer_mag_weight", 2.0, a, s) for s, a in enumerate((0.80, 0.81, 0.80))]
+    rows += [_cut("cam_cut", 2.0, a, s) for s, a in enumerate((0.805, 0.80, 0.803))]
+    for ratio, base, cam in ((3.0, 0.757, 0.79), (4.0, 0.70, 0.76)):
+        rows += [_cut("layer_mag_weight", ratio, base + d, s) for s, d in enumerate((0, 0.01, 0))]
+        rows += [_cut("cam_cut", ratio, cam + d, s) for s, d in enumerate((0, 0, 0.01))]
     holds = _claims(rows)["deepcuts_vs_layer_magnitude"]
-    assert holds["holds"] is True  # ratio 2 (where Cam-Cut is worse) is outside 3-4
-    assert [(c["method"], c["ratio"]) for c in holds["comparisons"]] == [
-        ("cam_cut", 3.0),
-        ("cam_cut", 4.0),
+    assert holds["verdict"] == "holds"
+    assert [(c["part"], c.get("method"), c["ratio"]) for c in holds["comparisons"]] == [
+        ("tie at 2", None, 2.0),
+        ("beat at 3-4", "cam_cut", 3.0),
+        ("beat at 3-4", "cam_cut", 4.0),
     ]
-    assert holds["statement"].startswith("At 3× Cam-Cut reached 79.0% against LayerMagWeight")
-    rows.append(_cut("smooth_cut", 3.0, 0.587))
+    assert "at the paper's ratio 3.00 (bert_base_equivalent) Cam-Cut reached" in holds["statement"]
+    rows += [_cut("smooth_cut", 3.0, a, s) for s, a in enumerate((0.58, 0.59, 0.587))]
     mixed = _claims(rows)["deepcuts_vs_layer_magnitude"]
-    assert mixed["holds"] is False and len(mixed["comparisons"]) == 3
+    assert mixed["verdict"] == "does not hold" and len(mixed["comparisons"]) == 4
     assert _claims(rows[:3])["deepcuts_vs_layer_magnitude"]["holds"] is None
 
 
@@ -345,8 +366,9 @@ def test_bench_quality_end_to_end_on_a_tiny_model_prepares_runs_and_writes_every
             assert row["latency_ms"] > 0 and row["speedup"] > 0
             assert row["predicted_speedup"] >= 1.0
         else:
+            # the paper's ratio 3 on BERT-base keeps 14.7% of the prunable weights
             assert row["latency_ms"] is None and row["weight_sparsity"] == pytest.approx(
-                2 / 3, rel=1e-3
+                1 - bert_base_keep_share(3.0), rel=1e-3
             )
     by_label = {row["label"]: row for row in report["rows"]}
     assert by_label["Random under budget 5 (best of 2)"]["random_heads_mean"] is not None

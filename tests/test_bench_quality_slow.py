@@ -60,7 +60,8 @@ def test_quick_quality_bench_runs_from_an_empty_home_and_writes_complete_output(
             assert row["latency_ms"] > 0 and row["speedup"] > 0, row["label"]
             assert row["predicted_speedup"] >= 1.0, row["label"]
         else:
-            assert row["achieved_ratio"] == pytest.approx(3.0, rel=0.01)
+            # the paper's ratio 3, read on BERT-base (keeps 14.7% of the prunable weights)
+            assert row["bert_base_ratio"] == pytest.approx(3.0, rel=0.01)
     assert report["latency"]["batch_size"] == 8 and report["latency"]["repeats"] == 3
 
     claims = report["claims"]
@@ -68,6 +69,7 @@ def test_quick_quality_bench_runs_from_an_empty_home_and_writes_complete_output(
     for claim in claims:
         # every claim has the rows it needs in the quick plan, so each gets a verdict
         assert claim["holds"] in (True, False) and claim["comparisons"], claim["id"]
+        assert claim["verdict"] in ("holds", "does not hold", "not distinguishable")
         assert re.search(r"\d", claim["statement"]) and claim["statement"].endswith(".")
 
     markdown = table.read_text()

@@ -43,7 +43,7 @@ def test_verdict_rule() -> None:
     # mixed signs never hold, however large the mean.
     outcome, reason = verdict([0.05, 0.06, -0.001])
     assert outcome == "not distinguishable" and "change sign" in reason
-    assert verdict([-0.02, -0.021, -0.019])[0] == "reversed"
+    assert verdict([-0.02, -0.021, -0.019])[0] == "does not hold"
     outcome, reason = verdict([0.02, 0.02])
     assert outcome == "not distinguishable" and "at least 3" in reason
     assert verdict([0.0, 0.0, 0.0])[0] == "not distinguishable"
@@ -63,7 +63,7 @@ def test_paired_comparison_pairs_by_seed_and_orients_the_loss() -> None:
     assert loss.raw_differences == pytest.approx([-0.05, -0.05, -0.05])
     assert loss.differences == pytest.approx([0.05, 0.05, 0.05]) and loss.verdict == "holds"
     worse = paired_comparison(base, mcap, metric="accuracy", name="x")
-    assert worse.verdict == "reversed"
+    assert worse.verdict == "does not hold"
     assert set(mcc.to_dict()) >= {"baseline", "metric", "differences", "verdict", "reason"}
     with pytest.raises(ValueError, match="share no seed"):
         paired_comparison({0: 1.0}, {1: 1.0}, metric="mcc", name="x")
@@ -187,7 +187,7 @@ def test_build_report_chooses_rates_summarises_and_pairs_by_seed() -> None:
     assert paired[("Random heads", "loss")]["verdict"] == "holds"  # lower loss, oriented
     unpruned = paired[(UNPRUNED, "mcc")]
     assert unpruned["differences"] == pytest.approx([-0.04, -0.035, -0.03])
-    assert unpruned["verdict"] == "reversed"
+    assert unpruned["verdict"] == "does not hold"
     stability = report["rank_stability"]
     assert [p["seeds"] for p in stability["pairs"]] == [[0, 1], [0, 2], [1, 2]]
     assert stability["pairs"][0]["spearman"] == pytest.approx(1.0)

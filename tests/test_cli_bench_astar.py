@@ -9,8 +9,10 @@ import pytest
 
 from cache.run_store import RunStore
 from conftest import prepared_tiny_setup
+from pruning.claim_rules import DOES_NOT_HOLD, HOLDS
+from pruning.claim_rules import UNCLEAR as NOT_DISTINGUISHABLE
 from pruning.cli import main
-from pruning.cli_bench_astar import DOES_NOT_HOLD, HOLDS, NOT_DISTINGUISHABLE, _random_row
+from pruning.cli_bench_astar import _random_row
 
 pytestmark = pytest.mark.slow
 
