@@ -67,6 +67,16 @@ def add_bench_commands(commands: Any) -> None:
     cli_bench_ray.add_arguments(kinds.add_parser("ray", help=cli_bench_ray.HELP))
     add_editor_bench(kinds)
     add_astar_paper_bench(kinds)
+    claims = kinds.add_parser(
+        "claims-table",
+        help="README's paper-claims table from the results files (no model, no runs)",
+    )
+    claims.add_argument(
+        "--results", type=Path, default=Path("bench/results"), help="results folder"
+    )
+    claims.add_argument(
+        "--readme", type=Path, help="rewrite the table between this file's claims-table markers"
+    )
 
 
 class _PrefixDone(Exception):
@@ -150,6 +160,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_astar(args)
     if args.bench == "astar-paper":
         return bench_astar_paper(args)
+    if args.bench == "claims-table":
+        return bench_claims_table(args)
     if args.bench in ("gates", "deepcuts"):
         return cmd_run_bench(args)
     if args.bench == "table1":
@@ -167,6 +179,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "editor":
         return bench_editor(args)
     raise ValueError(f"Unknown benchmark {args.bench!r}.")
+
+
+def bench_claims_table(args: argparse.Namespace) -> int:
+    """``headscope bench claims-table``: print the table; with ``--readme`` also write it there."""
+    from pruning.claims_table import claims_table, update_readme
+
+    if not args.results.is_dir():
+        raise ValueError(f"--results {args.results} is not a folder of bench results files.")
+    table = claims_table(args.results)
+    print(table, end="")
+    if args.readme is not None:
+        changed = update_readme(args.readme, table)
+        print(f"{args.readme}: {'table updated' if changed else 'already current'}")
+    return 0
 
 
 def bench_astar(args: argparse.Namespace) -> int:
