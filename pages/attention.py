@@ -23,6 +23,7 @@ from pages.support.common import (
     require_prepared,
     run_store,
 )
+from pages.support.figures import show_chart
 from pruning.capture import capture_sentences
 from pruning.data import MAX_TEXT_CHARS, check_text
 from pruning.head_roles import HEAD_ROLES, ROLE_HELP, SEP_TOKENS, head_roles
@@ -223,7 +224,12 @@ def heatmap_view(captured: list[Captured]) -> None:
                 title=f"{label} · L{layer} H{head}",
                 colour_range=colour_range,
             )
-            st.plotly_chart(figure, width="content", key=f"attention-heatmap-{index}")
+            show_chart(
+                figure,
+                f"attention-{label}-L{layer}H{head}",
+                width="content",
+                key=f"attention-heatmap-{index}",
+            )
 
 
 def roles_view(captured: list[Captured]) -> None:
@@ -252,7 +258,12 @@ def roles_view(captured: list[Captured]) -> None:
                 label=HEAD_ROLES[role],
                 colour_range=bounds,
             )
-            st.plotly_chart(figure, width="stretch", key=f"attention-roles-{index}")
+            show_chart(
+                figure,
+                f"head-roles-{role}-{label}",
+                width="stretch",
+                key=f"attention-roles-{index}",
+            )
 
 
 def truncation_note(captured: list[Captured]) -> None:

@@ -33,6 +33,7 @@ from pages.support.common import (
     require_prepared,
     run_store,
 )
+from pages.support.figures import show_chart
 from pruning.consistency import (
     ConsistencyResult,
     cached_result,
@@ -239,12 +240,24 @@ def pareto_plots(views: list[RunView], measured: Mapping[str, Mapping[str, Any]]
         sparsity = build_pareto_figure(
             heads, x="head_sparsity", y=metric, dense=dense, title=f"{name} vs heads removed"
         )
-        cols[0].plotly_chart(sparsity, width="stretch", key="compare-pareto-sparsity")
+        show_chart(
+            sparsity,
+            "pareto-sparsity",
+            container=cols[0],
+            width="stretch",
+            key="compare-pareto-sparsity",
+        )
         speed_title = f"{name} vs speed-up ({'measured' if speed == 'measured' else 'FLOPs'})"
         speedup = build_pareto_figure(heads, x="speedup", y=metric, dense=dense, title=speed_title)
         if speed == "predicted":
             speedup.update_xaxes(title="speed-up (×, FLOPs-predicted: dense FLOPs / pruned FLOPs)")
-        cols[1].plotly_chart(speedup, width="stretch", key="compare-pareto-speed")
+        show_chart(
+            speedup,
+            "pareto-speedup",
+            container=cols[1],
+            width="stretch",
+            key="compare-pareto-speed",
+        )
     if weights:
         figure = build_pareto_figure(
             weights,
@@ -253,7 +266,7 @@ def pareto_plots(views: list[RunView], measured: Mapping[str, Mapping[str, Any]]
             dense=dense,
             title=f"{name} vs weights removed (weight-level runs)",
         )
-        st.plotly_chart(figure, width="stretch", key="compare-pareto-weights")
+        show_chart(figure, "pareto-weights", width="stretch", key="compare-pareto-weights")
         st.caption(
             "Weight-level runs (DeepCuts, unstructured) zero weights inside the heads; the dense "
             "kernels still multiply the zeros, so they are not faster and stay off the speed plot."
@@ -465,7 +478,7 @@ def iou_view(views: list[RunView]) -> None:
         heads = heads[:MAX_IOU_RUNS]
     matrix = mask_iou_matrix([view.mask for view in heads])
     figure = build_iou_heatmap(matrix, [view.label for view in heads])
-    st.plotly_chart(figure, key="compare-iou")
+    show_chart(figure, "head-mask-iou", key="compare-iou")
     st.caption(
         "IoU = heads removed by both / heads removed by either (1 when both remove none). "
         "Weight-level runs are left out: they zero weights, not heads."

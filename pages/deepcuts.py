@@ -39,6 +39,7 @@ from pages.support.common import (
     submit_run,
     tracked_jobs,
 )
+from pages.support.figures import show_chart
 from pruning.compression import (
     ParameterCounts,
     bert_base_keep_share,
@@ -299,13 +300,14 @@ def results_overview(records: list[RunRecord]) -> None:
         if (acc := accuracy(r, "pruned")) is not None
     ]
     if points:
-        st.plotly_chart(
+        show_chart(
             build_ratio_curves(
                 points,
                 dense_accuracy=accuracy(records[0], "dense"),
                 strategy_labels=STRATEGIES,
                 axis_title=AXIS_TITLES.get(definition, "compression ratio"),
             ),
+            "deepcuts-accuracy-vs-ratio",
             width="stretch",
         )
         settings = {str(r.info.get("settings", {}).get("eval_examples")) for r in shown}
@@ -406,7 +408,7 @@ def run_view(record: RunRecord) -> None:
         except ValueError as error:
             st.error(f"This run stored no usable density map ({error}); run it again.")
         else:
-            st.plotly_chart(figure, width="stretch")
+            show_chart(figure, f"weight-density-{run_label(record)}", width="stretch")
     cost = record.metrics.get("cost", {})
     with right:
         st.info(
@@ -442,7 +444,9 @@ def run_view(record: RunRecord) -> None:
         dense_ms=timing["dense_ms"] if isinstance(timing, dict) else None,
         masked_ms=timing["masked_ms"] if isinstance(timing, dict) else None,
     )
-    st.plotly_chart(build_cost_table([row], title="Size and latency"), width="stretch")
+    show_chart(
+        build_cost_table([row], title="Size and latency"), "size-and-latency", width="stretch"
+    )
     if isinstance(timing, dict):
         st.caption(
             f"Median of 20 interleaved forwards (batch 1 × 128 tokens) on {timing['device']}: "
@@ -504,13 +508,14 @@ def figure9_view(
             "Smooth-Cut and weight magnitude per layer, ratios 3× and 3.5×, and that definition."
         )
         return
-    st.plotly_chart(
+    show_chart(
         build_iou_matrices(
             panels,
             which=which,
             over="layers",
             title=f"IoU of the {which} weights across layers (the paper's Figure 9)",
         ),
+        f"deepcuts-figure9-{which}",
         width="stretch",
     )
     st.caption(
@@ -566,10 +571,18 @@ def iou_view(records: list[RunRecord], prepared: PreparedModel) -> None:
                 f"{first} vs {second}": weight_masks.layer_iou(model, a, b, which=which).numpy()
             }
             cols = st.columns(2)
-            cols[0].plotly_chart(
-                build_head_iou_heatmap(heads, (first, second), which=which), width="stretch"
+            show_chart(
+                build_head_iou_heatmap(heads, (first, second), which=which),
+                f"head-iou-{which}-{first}-vs-{second}",
+                container=cols[0],
+                width="stretch",
             )
-            cols[1].plotly_chart(build_layer_iou_chart(layers, which=which), width="stretch")
+            show_chart(
+                build_layer_iou_chart(layers, which=which),
+                f"layer-iou-{which}-{first}-vs-{second}",
+                container=cols[1],
+                width="stretch",
+            )
             return
         latest = newest_per_pair(usable)
         if mode != "All strategies at one ratio":
@@ -590,15 +603,21 @@ def iou_view(records: list[RunRecord], prepared: PreparedModel) -> None:
         cols = st.columns(2)
         for col, matrix, what in ((cols[0], mean_iou, "Mean"), (cols[1], min_iou, "Minimum")):
             title = f"{what} IoU over heads at {ratio:g}×"
-            col.plotly_chart(build_iou_matrix(names, matrix.numpy(), title=title), width="stretch")
+            show_chart(
+                build_iou_matrix(names, matrix.numpy(), title=title),
+                f"{what}-iou-{which}-at-{ratio:g}x",
+                container=col,
+                width="stretch",
+            )
         pairs = {
             f"{x} vs {y}": weight_masks.layer_iou(model, masks[x], masks[y], which=which).numpy()
             for x, y in itertools.combinations(masks, 2)
         }
-        st.plotly_chart(
+        show_chart(
             build_layer_iou_chart(
                 pairs, title=f"Weight-mask IoU per layer at {ratio:g}×", which=which
             ),
+            f"layer-iou-{which}-at-{ratio:g}x",
             width="stretch",
         )
     except (ValueError, KeyError) as error:

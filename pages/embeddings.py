@@ -32,6 +32,7 @@ from pages.support.embeddings_work import (
     make_ref,
     partial_grid,
 )
+from pages.support.figures import show_chart
 from pruning.embedding_cache import EmbeddingRequest, ProjectionCache, compute_grid, load_points
 from pruning.embeddings import DEFAULT_MAX_POINTS, JointPoints
 from pruning.projections import PROJECTION_NAMES, PROJECTIONS, EmbeddingGrid
@@ -187,7 +188,12 @@ def draw_grids(
                 st.info(f"{ref.label}: no {PROJECTION_NAMES[method]} yet.")
                 continue
             figure = grid_figure(ref, points[ref.key], method, coords, projected, cell)
-            st.plotly_chart(figure, width="content", key=f"grid-{method}-{ref.key}")
+            show_chart(
+                figure,
+                f"embeddings-{method}-{ref.label}",
+                width="content",
+                key=f"grid-{method}-{ref.key}",
+            )
 
 
 def job_ids(refs: list[ModelRef], request: EmbeddingRequest) -> dict[str, str]:
@@ -306,7 +312,12 @@ def head_view(
                     colour_by=colour_by,
                     title=f"{ref.label} · L{layer} H{head} · {PROJECTION_NAMES[method]}",
                 )
-                st.plotly_chart(figure, width="stretch", key=f"head-{method}-{ref.key}")
+                show_chart(
+                    figure,
+                    f"embedding-{method}-{ref.label}-L{layer}H{head}",
+                    width="stretch",
+                    key=f"head-{method}-{ref.key}",
+                )
 
 
 def main() -> None:

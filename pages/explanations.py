@@ -36,7 +36,9 @@ from pages.support.explain_work import (
     request_id,
     stability_work,
 )
+from pages.support.figures import show_chart
 from pruning.data import MAX_TEXT_CHARS, check_text
+from pruning.figure_export import export_available, figure_bytes
 from pruning.jobs import Progress
 from pruning.models import input_limit
 from viz.explain import (
@@ -240,7 +242,12 @@ def stability_view(group: list[Any], request: dict[str, Any], number: int) -> No
             dataclasses.replace(a, model_label=f"seed {a.seed}")
             for a in attributions_of(result["attributions"])
         ]
-        st.plotly_chart(build_word_model_heatmap(seeds), width="stretch", key=f"seed-{slot}")
+        show_chart(
+            build_word_model_heatmap(seeds),
+            f"explanation-seeds-{slot}",
+            width="stretch",
+            key=f"seed-{slot}",
+        )
 
 
 def faithfulness_view(group: list[Any], request: dict[str, Any], number: int) -> list[Any]:
@@ -255,7 +262,12 @@ def faithfulness_view(group: list[Any], request: dict[str, Any], number: int) ->
         start_job("explainfaith", payload, faithfulness_work(payload), slot)
     rows: list[Any] = st.session_state.get(RESULTS, {}).get(slot) or []
     if rows:
-        st.plotly_chart(build_faithfulness_chart(rows), width="stretch", key=f"faith-{slot}")
+        show_chart(
+            build_faithfulness_chart(rows),
+            f"faithfulness-{slot}",
+            width="stretch",
+            key=f"faith-{slot}",
+        )
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         for text in CAPTIONS.values():
             st.caption(text)
@@ -288,8 +300,20 @@ def results_view(result: dict[str, Any], prepared: PreparedModel) -> None:
     truncation_notes(prepared, [texts[number]], first=number + 1)
     st.html(side_by_side_html(group))
     tabs = st.tabs(["Top words", "Word × model", "Table II/III", "Agreement"])
-    tabs[0].plotly_chart(build_top_words_chart(group), width="stretch", key=f"top-{number}")
-    tabs[1].plotly_chart(build_word_model_heatmap(group), width="stretch", key=f"map-{number}")
+    show_chart(
+        build_top_words_chart(group),
+        f"top-words-sentence-{number + 1}",
+        container=tabs[0],
+        width="stretch",
+        key=f"top-{number}",
+    )
+    show_chart(
+        build_word_model_heatmap(group),
+        f"word-x-model-sentence-{number + 1}",
+        container=tabs[1],
+        width="stretch",
+        key=f"map-{number}",
+    )
     tabs[2].dataframe(table23_frame(group), hide_index=True)
     tabs[2].caption("The MCAP paper's Table II/III layout: signed contribution per word and model.")
     agreement = agreement_frame(group)
@@ -307,7 +331,11 @@ def results_view(result: dict[str, Any], prepared: PreparedModel) -> None:
 
 
 def export_view(attributions: list[Any], group: list[Any], rows: list[Any]) -> None:
-    """Download buttons: the standalone HTML report, and a PNG of the top-words chart."""
+    """Download buttons: the standalone HTML report, and a PNG of the top-words chart.
+
+    The PNG is rendered on click, offline (pruning.figure_export); every chart's own "Save
+    figure" menu also offers PNG and SVG.
+    """
     cols = st.columns(2)
     cols[0].download_button(
         "Download the report (HTML)",
@@ -321,17 +349,13 @@ def export_view(attributions: list[Any], group: list[Any], rows: list[Any]) -> N
         mime="text/html",
         on_click="ignore",
     )
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
-        cols[1].caption(
-            "PNG export needs the `kaleido` package; the camera icon in a chart's toolbar saves "
-            "a PNG in the browser, and the HTML report opens offline."
-        )
+    ok, why = export_available()
+    if not ok:
+        cols[1].caption(f"{why} The HTML report opens offline.")
         return
     cols[1].download_button(
         "Download top words (PNG)",
-        lambda: build_top_words_chart(group).to_image(format="png", scale=2),
+        lambda: figure_bytes(build_top_words_chart(group), "png"),
         file_name="headscope-top-words.png",
         mime="image/png",
         on_click="ignore",
@@ -366,7 +390,12 @@ def dataset_view(request: dict[str, Any] | None) -> None:
         start_job("explaindata", payload, dataset_work(payload), "dataset")
     rows = st.session_state.get(RESULTS, {}).get("dataset")
     if rows:
-        st.plotly_chart(build_faithfulness_chart(rows), width="stretch", key="faith-dataset")
+        show_chart(
+            build_faithfulness_chart(rows),
+            "faithfulness-dataset",
+            width="stretch",
+            key="faith-dataset",
+        )
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         for text in CAPTIONS.values():
             st.caption(text)

@@ -27,6 +27,7 @@ from pages.support.common import (
     submit_run,
     tracked_jobs,
 )
+from pages.support.figures import show_chart
 from pruning.methods.base import MethodConfig, PruningMethod, get_method
 from pruning.pipeline import RunRequest
 from viz.gates import (
@@ -203,8 +204,11 @@ def live_panel() -> None:
             f"{int(history.open_gates[last])} / {history.n_gates}",
         )
         gradient_caption(history)
-        st.plotly_chart(
-            build_gate_heatmap(history), width="stretch", key=f"live-gates-{job.job_id}"
+        show_chart(
+            build_gate_heatmap(history),
+            "gate-values-live",
+            width="stretch",
+            key=f"live-gates-{job.job_id}",
         )
 
 
@@ -292,8 +296,8 @@ def replay(record: RunRecord) -> None:
         step = steps[0]
     index = steps.index(step)
     left, right = st.columns(2)
-    left.plotly_chart(build_gate_heatmap(history, index), width="stretch")
-    right.plotly_chart(build_open_gate_map(history, index), width="stretch")
+    show_chart(build_gate_heatmap(history, index), "gate-values", container=left, width="stretch")
+    show_chart(build_open_gate_map(history, index), "open-gates", container=right, width="stretch")
     if history.final_mask is not None and history.fixed_sparsity is not None:
         st.caption(
             f"Fixed sparsity {history.fixed_sparsity:.0%}: the final mask keeps the "
@@ -302,9 +306,9 @@ def replay(record: RunRecord) -> None:
         )
     curves, animation, table = st.tabs(["Training curves", "Animation", "Closed and reopened"])
     with curves:
-        st.plotly_chart(build_gate_curves(history, index), width="stretch")
+        show_chart(build_gate_curves(history, index), "gate-curves", width="stretch")
     with animation:
-        st.plotly_chart(build_gate_animation(history), width="stretch")
+        show_chart(build_gate_animation(history), "gate-animation", width="stretch")
     with table:
         reopened_table(history)
 
@@ -340,7 +344,7 @@ def comparison(runs: list[Any]) -> None:
         except ValueError as error:
             st.warning(f"{labels[key]} is left out: {error}")
     if len(histories) >= 2:
-        st.plotly_chart(build_gate_comparison(histories), width="stretch")
+        show_chart(build_gate_comparison(histories), "gate-comparison", width="stretch")
 
 
 def main() -> None:

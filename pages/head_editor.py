@@ -36,6 +36,7 @@ from pages.support.common import (
     submit_run,
     tracked_jobs,
 )
+from pages.support.figures import show_chart
 from pruning.data import check_text
 from pruning.head_editor import (
     DEFAULT_SENTENCES,
@@ -250,8 +251,9 @@ def toggle_chosen(state: EditorState) -> None:
 
 def grid_ui(state: EditorState, title: str) -> None:
     chart_key = grid_key()
-    st.plotly_chart(
+    show_chart(
         build_editor_grid(state.mask.numpy(), state.present.numpy(), title),
+        "head-editor-grid",
         width="content",
         key=chart_key,
         on_select=lambda: on_grid_click(state, chart_key),
@@ -462,7 +464,12 @@ def attention_ui(evaluator: SliceEvaluator, sentences: list[str], mask: Any) -> 
                 note = ABSENT_NOTES[view.status]
                 st.info(f"{label}: head L{layer} H{head} {note}, so it attends to nothing.")
             else:
-                st.plotly_chart(figure, width="content", key=f"editor-attention-{index}")
+                show_chart(
+                    figure,
+                    f"editor-attention-{label}-L{layer}H{head}",
+                    width="content",
+                    key=f"editor-attention-{index}",
+                )
     st.caption("A head's attention changes only when a head in an earlier layer is switched off.")
 
 

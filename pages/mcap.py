@@ -32,6 +32,7 @@ from pages.support.common import (
     submit_run,
     tracked_jobs,
 )
+from pages.support.figures import show_chart
 from pruning.cost import interleaved_latency
 from pruning.jobs import Progress
 from pruning.methods.base import PruningMethod, get_method
@@ -188,10 +189,18 @@ def live_panel() -> None:
             events = [e for e in snap.events if isinstance(e, dict)]
             if not episode_rows(events):
                 continue  # loading, or the first episode still runs
-            st.plotly_chart(
-                build_episode_curves(events), width="stretch", key=f"live-curves-{job.job_id}"
+            show_chart(
+                build_episode_curves(events),
+                "mcap-episodes-live",
+                width="stretch",
+                key=f"live-curves-{job.job_id}",
             )
-            st.plotly_chart(build_keep_map(events), width="stretch", key=f"live-keep-{job.job_id}")
+            show_chart(
+                build_keep_map(events),
+                "mcap-keep-map-live",
+                width="stretch",
+                key=f"live-keep-{job.job_id}",
+            )
         except ValueError as error:
             st.warning(f"The live view cannot draw this job's events ({error}).")
 
@@ -217,7 +226,7 @@ def replay(record: RunRecord) -> None:
     if pruned is not None:
         delta = None if dense is None else f"{pruned - dense:+.4f} vs unpruned {dense:.4f}"
         cols[3].metric(f"{split.title()} MCC", f"{pruned:.4f}", delta)
-    st.plotly_chart(build_episode_curves(record.trace), width="stretch")
+    show_chart(build_episode_curves(record.trace), "mcap-episodes", width="stretch")
     episodes = [int(r["episode"]) for r in rows]
     episode = episodes[-1]
     if len(episodes) > 1:
@@ -227,14 +236,26 @@ def replay(record: RunRecord) -> None:
     value = st.radio(
         "Colour", list(VALUES), format_func=VALUES.__getitem__, horizontal=True, key="mcap-value"
     )
-    st.plotly_chart(
-        build_importance_heatmap(record.trace, value=value, episode=episode), width="stretch"
+    show_chart(
+        build_importance_heatmap(record.trace, value=value, episode=episode),
+        f"mcap-{value}-episode-{episode}",
+        width="stretch",
     )
     left, right = st.columns(2)
-    left.plotly_chart(build_keep_map(record.trace, episode, value=value), width="stretch")
+    show_chart(
+        build_keep_map(record.trace, episode, value=value),
+        f"mcap-keep-map-episode-{episode}",
+        container=left,
+        width="stretch",
+    )
     scores = final.get("scores", None if record.scores is None else record.scores.tolist())
     mask = final.get("mask", record.mask.tolist())
-    right.plotly_chart(build_final_importance(scores, mask), width="stretch")
+    show_chart(
+        build_final_importance(scores, mask),
+        "mcap-final-importance",
+        container=right,
+        width="stretch",
+    )
     patterns_panel(record)
 
 
@@ -267,16 +288,25 @@ def patterns_panel(record: RunRecord) -> None:
     )
     try:
         left, right = st.columns(2)
-        left.plotly_chart(
-            build_pattern_confusion(patterns.get("confusion"), classes), width="stretch"
+        show_chart(
+            build_pattern_confusion(patterns.get("confusion"), classes),
+            "pattern-cnn-confusion",
+            container=left,
+            width="stretch",
         )
-        right.plotly_chart(
+        show_chart(
             build_head_patterns(
                 patterns.get("head_patterns"), classes or [], patterns.get("head_delta")
             ),
+            "head-patterns",
+            container=right,
             width="stretch",
         )
-        st.plotly_chart(build_pattern_examples(patterns.get("examples"), classes), width="stretch")
+        show_chart(
+            build_pattern_examples(patterns.get("examples"), classes),
+            "pattern-examples",
+            width="stretch",
+        )
     except ValueError as error:
         st.warning(f"The pattern CNN's figures cannot be drawn ({error}).")
 
@@ -427,7 +457,7 @@ def table1(prepared: PreparedModel, summaries: list[Any]) -> None:
         st.error(f"These runs cannot be tabulated ({error}); run them again.")
         return
     st.dataframe(table1_frame(rows), hide_index=True, width="stretch")
-    st.plotly_chart(build_table1_chart(rows), width="stretch")
+    show_chart(build_table1_chart(rows), "mcap-table1", width="stretch")
     if measured:
         st.caption(
             f"Latency: median of {measured.get('device', '')} forwards of a batch of "

@@ -45,6 +45,7 @@ from pages.support.common import (
     request_job_id,
     run_store,
 )
+from pages.support.figures import show_chart
 from pruning.cost import count_parameters, flops_per_example
 from pruning.data import DataSpec, LabelledDataset
 from pruning.explain_cache import ExplanationCache
@@ -421,7 +422,7 @@ def draw_tile(tile: Tile) -> None:
     with st.container(border=True):
         st.markdown(f"**{tile['title']}**")
         if "figure" in tile:
-            st.plotly_chart(tile["figure"], width="stretch", key=f"gallery-{kind}")
+            show_chart(tile["figure"], f"gallery-{kind}", width="stretch", key=f"gallery-{kind}")
         if "html" in tile:
             st.html(tile["html"])
         st.caption(tile["caption"])
@@ -552,8 +553,9 @@ def first_run_result(record: RunRecord, dataset: LabelledDataset) -> None:
     if cost.get("flops_dense"):
         cols[3].metric("FLOPs removed", f"{1 - cost['flops_pruned'] / cost['flops_dense']:.1%}")
     scores = None if record.scores is None else record.scores.numpy()
-    st.plotly_chart(
+    show_chart(
         build_mask_heatmap(record.mask.numpy(), scores, title=record.name),
+        f"mask-{record.name}",
         width="stretch",
         key="first-run-mask",
     )

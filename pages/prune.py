@@ -16,6 +16,7 @@ from pages.support.common import (
     submit_runs,
     tracked_jobs,
 )
+from pages.support.figures import show_chart
 from pruning.methods.base import list_methods
 from pruning.models import config_head_grid
 from pruning.pipeline import RunRequest
@@ -132,7 +133,7 @@ def show_run(key: str) -> None:
         col.metric(label + (" (recovered)" if recovered else ""), f"{after:.3f}", delta)
     scores = None if record.scores is None else record.scores.numpy()
     figure = build_mask_heatmap(record.mask.numpy(), scores, title=record.info.get("name", ""))
-    st.plotly_chart(figure, width="stretch")
+    show_chart(figure, f"mask-{record.info.get('name', record.key)}", width="stretch")
     st.caption(f"Run `{record.key}` · stored; find it on the Runs page.")
 
 

@@ -12,6 +12,7 @@ import streamlit as st
 from cache.run_export import export_file_name
 from cache.run_format import RunSummary
 from pages.support.common import ensure_app_navigation, model_store, run_store
+from pages.support.figures import show_chart
 from pruning.report import build_report, report_file_name
 from viz.compare import build_mask_comparison
 from viz.heads import build_mask_heatmap
@@ -112,14 +113,14 @@ def compare_ui(keys: list[str]) -> None:
         [None if r.scores is None else r.scores.numpy() for r in records],
         shared_range=same_method,
     )
-    st.plotly_chart(figure, width="stretch")
+    show_chart(figure, "mask-comparison", width="stretch")
     if not same_method:
         st.caption(
             "Colours: each run's importance scores scaled to its own range (methods score heads "
             "on different scales); hover a cell for the raw score."
         )
     rows = [r.metrics.get("recovered") or r.metrics.get("pruned", {}) for r in records]
-    st.plotly_chart(build_metric_deltas(rows, names), width="stretch")
+    show_chart(build_metric_deltas(rows, names), "metric-deltas", width="stretch")
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -188,8 +189,9 @@ def main() -> None:
         key = selected[0]
         record = store.get(key)
         scores = None if record.scores is None else record.scores.numpy()
-        st.plotly_chart(
+        show_chart(
             build_mask_heatmap(record.mask.numpy(), scores, title=record.info.get("name", "")),
+            f"mask-{record.info.get('name', key)}",
             width="stretch",
         )
         actions = st.columns(3)

@@ -27,6 +27,7 @@ from pages.support.common import (
     submit_run,
     tracked_jobs,
 )
+from pages.support.figures import show_chart
 from pruning.methods.base import get_method
 from pruning.methods.search_core import expected_evaluations
 from pruning.pipeline import RunRequest
@@ -243,11 +244,17 @@ def live_panel() -> None:
             continue
         if trace.iterations:
             latest = trace.iterations[-1]["iteration"]
-            st.plotly_chart(
-                build_cost_chart(events, latest), width="stretch", key=f"live-cost-{job.job_id}"
+            show_chart(
+                build_cost_chart(events, latest),
+                "search-costs-live",
+                width="stretch",
+                key=f"live-cost-{job.job_id}",
             )
-            st.plotly_chart(
-                build_search_mask(events, latest), width="stretch", key=f"live-mask-{job.job_id}"
+            show_chart(
+                build_search_mask(events, latest),
+                "search-mask-live",
+                width="stretch",
+                key=f"live-mask-{job.job_id}",
             )
 
 
@@ -301,7 +308,7 @@ def replay(record: RunRecord) -> None:
         )
     if record.method == "random_budget":
         trials = (trace.done or {}).get("trials", [])
-        st.plotly_chart(build_random_vs_search(trials, {}), width="stretch")
+        show_chart(build_random_vs_search(trials, {}), "random-pruning", width="stretch")
         return
     iterations = search_iterations(record.trace)
     if not iterations:
@@ -317,15 +324,35 @@ def replay(record: RunRecord) -> None:
     # heads, (c) metric, budget used and heads searched per iteration; then this iteration's
     # candidates.
     left, right = st.columns(2)
-    left.plotly_chart(build_search_mask(record.trace, iteration), width="stretch")
-    right.plotly_chart(build_sorted_costs(record.trace, iteration), width="stretch")
-    st.plotly_chart(build_search_progress(record.trace, iteration), width="stretch")
-    st.plotly_chart(build_cost_chart(record.trace, iteration), width="stretch")
+    show_chart(
+        build_search_mask(record.trace, iteration),
+        f"search-mask-iteration-{iteration}",
+        container=left,
+        width="stretch",
+    )
+    show_chart(
+        build_sorted_costs(record.trace, iteration),
+        f"search-sorted-costs-iteration-{iteration}",
+        container=right,
+        width="stretch",
+    )
+    show_chart(
+        build_search_progress(record.trace, iteration),
+        f"search-progress-iteration-{iteration}",
+        width="stretch",
+    )
+    show_chart(
+        build_cost_chart(record.trace, iteration),
+        f"search-candidates-iteration-{iteration}",
+        width="stretch",
+    )
     trials = random_trials_for(record)
     heads = int((~record.mask).sum())
     if trials:
         label = SEARCH_METHODS.get(record.method, record.method)
-        st.plotly_chart(build_random_vs_search(trials, {label: heads}), width="stretch")
+        show_chart(
+            build_random_vs_search(trials, {label: heads}), "random-vs-search", width="stretch"
+        )
     else:
         st.caption(
             "Run 'Random under the budget' with the same budget, metric and evaluation texts to "
