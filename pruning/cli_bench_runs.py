@@ -77,6 +77,12 @@ def add_run_bench_commands(kinds: Any) -> None:
         "--sparsity", type=float, default=0.5, help="fixed head sparsity compared (0.5)"
     )
     gates.add_argument("--skip-l0", action="store_true", help="leave out the L0 baseline")
+    gates.add_argument(
+        "--fixed-only",
+        action="store_true",
+        help="leave out the natural-output AutoAttention rows: only the claim's comparison at "
+        "the fixed sparsity (AutoAttention, HISP and random heads with as many recovery steps)",
+    )
     add_seeds_arg(gates)
 
     deepcuts = kinds.add_parser(
@@ -259,7 +265,7 @@ def gates_plan(args: argparse.Namespace) -> Plan:
         raise ValueError("--steps must be at least 1.")
     common = {"steps": args.steps, "mu": args.mu, "lr": args.lr}
     runs: list[tuple[str, dict[str, Any]]] = []
-    for gate_lr in args.gate_lrs:
+    for gate_lr in [] if getattr(args, "fixed_only", False) else args.gate_lrs:
         runs.append(
             (
                 f"AutoAttention, gate lr {gate_lr:g}",

@@ -142,6 +142,15 @@ def test_bench_gates_plans_every_row_at_every_seed(tiny: list[str]) -> None:
     assert len(set(labels)) == 6
     single = gates_plan(build_parser().parse_args(["bench", "gates", *tiny, "--skip-l0"]))
     assert [request.seed for _, request in single] == [0] * 6
+    fixed = gates_plan(
+        build_parser().parse_args(["bench", "gates", *tiny, "--skip-l0", "--fixed-only"])
+    )
+    assert [label for label, _ in fixed] == [
+        "AutoAttention, gate lr 5, fixed 50%",
+        "HISP 50% + 300 recovery steps",
+        "Random heads 50% + 300 recovery steps",
+    ]
+    assert {request.recovery_steps for _, request in fixed[1:]} == {300}
 
 
 def test_bad_seed_settings_are_refused(tiny: list[str], capsys: pytest.CaptureFixture[str]) -> None:
