@@ -11,7 +11,8 @@ verdict. A claim whose file is missing, or holds only rows of a superseded metho
 Sources (first existing file wins where two are listed):
 
 * A* vs random (Parnami et al., Figures 9-10): ``astar_paper_cpu.json`` (``bench astar-paper``).
-* AutoAttention vs HISP and random at 50% (Zhang et al.): ``gates_cpu.json`` (``bench gates``).
+* AutoAttention vs HISP and random at 50% (Zhang et al.): ``gates_paper_cpu.json`` (``bench gates
+  --fixed-only --seeds 0,1,2``), else ``gates_cpu.json``.
 * MCAP vs random heads and entropy at 20% (Rajapaksha and Crespi, Table I): ``table1_cpu.json``
   (``bench table1``); a file without paired comparisons is the revision-1 bench (the circular
   CNN), reported as a record, the claim staying open.
@@ -134,7 +135,7 @@ def _paired_claim(
 
 def _autoattention(folder: Path) -> dict[str, Any]:
     claim = "AutoAttention beats HISP and random heads at 50% of heads"
-    found = _load(folder, "gates_cpu.json")
+    found = _load(folder, "gates_paper_cpu.json", "gates_cpu.json")
     if found is None:
         return _row(claim, "–", "not run: `headscope bench gates`", None)
     name, data = found
