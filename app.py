@@ -73,6 +73,7 @@ PAGES = {
     "Results": [
         st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("pages/claims.py", title="Paper claims", icon=":material/fact_check:"),
     ],
 }
 

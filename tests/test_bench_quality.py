@@ -57,9 +57,9 @@ def test_full_plan_has_every_family_at_every_setting() -> None:
     assert budgets == [(m, b) for b in (0.5, 1.0, 2.0, 4.0) for m in ("astar", "random_budget")]
     gates = {p.label: p.request.config for p in plan if p.group == "gates"}
     assert gates == {
-        "AutoAttention (natural output)": {"steps": 300},
-        "AutoAttention fixed 50%": {"steps": 300, "fixed_sparsity": 0.5},
-        "L0 gates (natural output)": {"steps": 300},
+        "AutoAttention (natural output)": {"steps": 200},
+        "AutoAttention fixed 50%": {"steps": 200, "fixed_sparsity": 0.5},
+        "L0 gates (natural output)": {"steps": 200},
     }
     mcap = [p.request for p in plan if p.group == "mcap"]
     assert [r.method for r in mcap] == ["mcap", "random", "entropy"]
@@ -85,7 +85,7 @@ def test_quick_plan_is_small_and_keeps_every_family() -> None:
     assert {(r.config["sparsity"], r.recovery_steps) for r in recovered} == {(0.5, 10)}
     assert all(p.request.data.max_rows == 2000 for p in plan)
     assert {p.request.score_examples for p in plan} == {64}
-    assert {p.request.config.get("steps") for p in plan if p.group == "gates"} == {20}
+    assert {p.request.config.get("steps") for p in plan if p.group == "gates"} == {10}
     mcap = next(p.request for p in plan if p.request.method == "mcap")
     assert (mcap.config["episode_size"], mcap.config["max_train_examples"]) == (30, 120)
     assert [p.label for p in plan if p.group == "deepcuts"] == [

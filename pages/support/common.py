@@ -88,7 +88,7 @@ def _utc(iso: str) -> str:
 
 
 # Job id prefixes whose panels (tracked_jobs, prepare_panel) list their own interrupted jobs.
-JOB_PANEL_PREFIXES = ("prune", "search", "gates", "mcap", "deepcuts", "prepare")
+JOB_PANEL_PREFIXES = ("prune", "search", "gates", "mcap", "deepcuts", "prepare", "claims")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
 
