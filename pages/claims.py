@@ -34,7 +34,8 @@ from pruning.bench_quality import PlannedRun
 from pruning.claim_rules import DOES_NOT_HOLD, HOLDS, UNCLEAR
 from pruning.claims_estimate import ROUGH, estimate_seconds, stored_timings
 from pruning.claims_live import SCALES, claim_plan, live_claims, prepared_specs, stored_rows
-from viz.claims import build_paired_seeds, build_ratio_accuracy, build_trials_histogram
+from pruning.report import build_report
+from viz.claims import build_claim_figure
 
 PREFIX = "claims"
 SESSION_JOBS = "claims_jobs"
@@ -105,17 +106,6 @@ def estimates(
     return [estimate_seconds(p, run_store(), timings=timings, prepared=prepared) for p in missing]
 
 
-def claim_figure(claim: dict[str, Any]) -> Any:
-    series = claim["series"]
-    if claim["id"] == "astar_vs_random":
-        return build_trials_histogram(
-            series["astar_heads"], series["random_heads"], budget=series.get("budget")
-        )
-    if claim["id"] == "deepcuts_vs_layer_magnitude":
-        return build_ratio_accuracy(series["accuracy"])
-    return build_paired_seeds(series["accuracy"], title=f"{claim['title']}: test accuracy by seed")
-
-
 def badge(verdict: str | None) -> None:
     label, colour, icon = BADGES.get(verdict, BADGES[None])
     st.badge(label, color=colour, icon=icon)
@@ -181,7 +171,7 @@ def claim_card(claim: dict[str, Any], labels: dict[str, str], prepared: Prepared
                 )
             st.caption(f"Rule: {claim['rule']}")
         show_chart(
-            claim_figure(claim),
+            build_claim_figure(claim),
             f"claim-{claim['id']}",
             container=figure,
             width="stretch",
@@ -276,6 +266,18 @@ def main() -> None:
     for claim in claims:
         claim["methods"] = sorted({methods[k] for k in claim["run_keys"] if k in methods})
         claim_card(claim, labels, prepared)
+    st.download_button(
+        "Download the claims (HTML report)",
+        data=lambda: build_report(
+            [], claims=claims, title=f"HeadScope paper claims ({prepared.key}, {scale} scale)"
+        ),
+        file_name=f"headscope-claims-{prepared.key}-{scale}.html",
+        mime="text/html",
+        on_click="ignore",
+        key="claims-report",
+        help="One HTML file with every card (verdict, numbers, protocol, figure, run keys); it "
+        "opens offline in any browser.",
+    )
     missing_panel(prepared, missing, stored)
 
 

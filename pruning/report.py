@@ -69,6 +69,9 @@ pre{background:#f6f8fa;padding:10px;overflow-x:auto;white-space:pre-wrap}
 .row{display:flex;flex-wrap:wrap;gap:0 36px;align-items:flex-start}
 table.kv td:first-child{white-space:nowrap;color:#333}table.kv{max-width:100%}
 details summary{cursor:pointer;color:#1f4e79}.scroll{overflow-x:auto;max-width:100%}
+.verdict{font-size:.7em;padding:2px 8px;border-radius:10px;background:#e6e6e6;color:#333;
+vertical-align:middle}.verdict.good{background:#d8f0dc;color:#1b5e20}
+.verdict.bad{background:#f8d7d7;color:#8b1a1a}
 """
 
 
@@ -568,8 +571,45 @@ def _comparison_html(records: Sequence[RunRecord], figures: _Figures) -> str:
 # The document
 
 
+_VERDICT_CLASS = {"holds": "good", "does not hold": "bad"}
+
+
+def claims_html(claims: Sequence[Mapping[str, Any]], figures: _Figures) -> str:
+    """The "Paper claims" section: one block per claim of
+    :func:`pruning.claims_report.live_claims` (verdict, statement, source, protocol, notes, its
+    figure and the run keys it judged)."""
+    from viz.claims import build_claim_figure
+
+    parts = ["<section id='claims'><h2>Paper claims</h2>"]
+    for claim in claims:
+        verdict = claim.get("verdict") or "not measured"
+        notes = "".join(f"<li>{esc(n)}</li>" for n in claim.get("fewer_than_paper") or [])
+        keys = ", ".join(f"<code>{esc(k)}</code>" for k in claim.get("run_keys") or [])
+        parts += [
+            f"<h3>{esc(claim.get('title', claim.get('id', 'claim')))} "
+            f"<span class='verdict {_VERDICT_CLASS.get(verdict, 'open')}'>{esc(verdict)}"
+            "</span></h3>",
+            f"<p><b>The paper:</b> {esc(claim.get('claim', ''))}</p>",
+            f"<p class='note'>Source: {esc(claim.get('reference', ''))}</p>",
+            f"<p><b>Protocol:</b> {esc(claim.get('protocol', ''))}</p>",
+            f"<p><b>Our numbers:</b> {esc(claim.get('statement', ''))}</p>",
+            f"<p class='note'>Rule: {esc(claim.get('rule', ''))}</p>",
+        ]
+        if notes:
+            parts.append(f"<p>Smaller than the paper:</p><ul>{notes}</ul>")
+        parts.append(figures.html(build_claim_figure(claim)))
+        if keys:
+            parts.append(f"<p class='note'>Runs judged: {keys}</p>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
 def build_report(
-    keys: Sequence[str], store: RunStore | None = None, *, title: str = "HeadScope report"
+    keys: Sequence[str],
+    store: RunStore | None = None,
+    *,
+    title: str = "HeadScope report",
+    claims: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """A self-contained HTML document of the stored runs ``keys`` (in that order).
 
@@ -578,6 +618,8 @@ def build_report(
             repeated keys appear once.
         store: the run store (default: ``$HEADSCOPE_HOME/runs``).
         title: the document's title and heading (escaped).
+        claims: the Paper claims page's claims (:func:`pruning.claims_report.live_claims`): a
+            "Paper claims" section comes first; ``keys`` may then be empty.
 
     Returns:
         The HTML text: plotly.js inlined once, one interactive figure fragment per figure, no
@@ -588,13 +630,16 @@ def build_report(
     """
     from plotly.offline import get_plotlyjs
 
-    records = load_records(keys, store)
+    records = load_records(keys, store) if keys or not claims else []
     figures = _Figures()
     body = [f"<h1>{esc(title)}</h1>"]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     versions = software_versions()
+    what = f"{len(records)} run{'s' if len(records) != 1 else ''}"
+    if claims:
+        what = f"{len(claims)} paper claim{'s' if len(claims) != 1 else ''}, {what}"
     body.append(
-        f"<p class='meta'>{len(records)} run{'s' if len(records) > 1 else ''} · made {now} with "
+        f"<p class='meta'>{what} · made {now} with "
         f"HeadScope {esc(versions.get('headscope', 'unknown'))}. Figures are interactive: hover "
         "for values, drag to zoom, double-click to reset.</p>"
     )
@@ -606,6 +651,8 @@ def build_report(
         )
         body.append(f"<nav><ul><li><a href='#comparison'>Comparison</a></li>{links}</ul></nav>")
         body.append(_comparison_html(records, figures))
+    if claims:
+        body.append(claims_html(claims, figures))
     body += [_run_html(record, figures) for record in records]
     import plotly
 

@@ -230,3 +230,33 @@ def test_report_file_names_carry_no_path_and_name_the_runs() -> None:
     assert report_file_name([key, key], ["a", "a"]) == f"headscope-report-a-{key}.html"
     with pytest.raises(ValueError, match="at least one run key"):
         report_file_name([])
+
+
+def _claim(claim_id: str, verdict: str | None, series: dict) -> dict:
+    return {
+        "id": claim_id, "title": f"<b>{claim_id}</b>", "claim": "The paper says & so.",
+        "verdict": verdict, "statement": "Numbers <here>.", "reference": "Some paper, Table 1",
+        "protocol": "model <x>", "rule": "a rule", "fewer_than_paper": ["1 seed <3"],
+        "run_keys": ["0123456789abcdef"], "series": series,
+    }  # fmt: skip
+
+
+def test_the_claims_section_stands_alone_escaped_and_offline(tmp_path: Path) -> None:
+    claims = [
+        _claim("astar_vs_random", "holds", {"astar_heads": {0: 9}, "random_heads": [3, 4, 5]}),
+        _claim("mcap_vs_random_entropy", None, {"accuracy": {}}),
+        _claim("deepcuts_vs_layer_magnitude", "does not hold", {"accuracy": {}}),
+    ]
+    document = build_report([], RunStore(tmp_path / "runs"), claims=claims, title="Claims")
+    _, rest = _library(document)
+    assert "<section id='claims'><h2>Paper claims</h2>" in rest
+    assert rest.count("<h3>") == 3 and "&lt;b&gt;astar_vs_random&lt;/b&gt;" in rest
+    assert "<span class='verdict good'>holds</span>" in rest
+    assert "<span class='verdict open'>not measured</span>" in rest
+    assert "<span class='verdict bad'>does not hold</span>" in rest
+    assert "Numbers &lt;here&gt;." in rest and "<li>1 seed &lt;3</li>" in rest
+    assert rest.count('class="plotly-graph-div"') == 3 and "<code>0123456789abcdef</code>" in rest
+    assert "3 paper claims, 0 runs" in rest
+    assert not EXTERNAL.search(rest)
+    with pytest.raises(ValueError, match="at least one run key"):
+        build_report([], RunStore(tmp_path / "runs"), claims=[])

@@ -4,6 +4,8 @@
   (a histogram) with a vertical line at A*'s heads (one per seed that ran);
 * :func:`build_paired_seeds`: test accuracy of the paper's method and its baselines, one dot per
   seed, the dots of a seed joined so the pairing the rule judges is visible, and a bar at the mean;
+* :func:`build_claim_figure`: the one of these that fits a claim dict (the page's and the HTML
+  report's);
 * :func:`build_ratio_accuracy`: DeepCuts' test accuracy against the paper's compression ratio per
   strategy, the mean with the seeds' min-max as error bars.
 
@@ -15,12 +17,18 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 
 from viz.grid import accuracy_range, legend_below
 
-__all__ = ["build_paired_seeds", "build_ratio_accuracy", "build_trials_histogram"]
+__all__ = [
+    "build_claim_figure",
+    "build_paired_seeds",
+    "build_ratio_accuracy",
+    "build_trials_histogram",
+]
 
 HEIGHT = 280
 ASTAR_COLOUR = "#d55e00"
@@ -190,3 +198,19 @@ def build_ratio_accuracy(
     fig.update_xaxes(title="compression ratio (paper's, BERT-base equivalent)")
     fig.update_yaxes(title="test accuracy", tickformat=".0%", range=accuracy_range(values))
     return _layout(fig, title)
+
+
+def build_claim_figure(claim: Mapping[str, Any]) -> go.Figure:
+    """The figure of one claim of :func:`pruning.claims_report.live_claims` (by its ``id``)."""
+    series = claim.get("series") or {}
+    if claim.get("id") == "astar_vs_random":
+        return build_trials_histogram(
+            series.get("astar_heads") or {},
+            series.get("random_heads") or [],
+            budget=series.get("budget"),
+        )
+    if claim.get("id") == "deepcuts_vs_layer_magnitude":
+        return build_ratio_accuracy(series.get("accuracy") or {})
+    return build_paired_seeds(
+        series.get("accuracy") or {}, title=f"{claim.get('title', 'claim')}: test accuracy by seed"
+    )
