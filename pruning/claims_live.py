@@ -52,7 +52,6 @@ from pruning.claims_report import (
 if TYPE_CHECKING:
     from cache.model_store import ModelStore, PreparedModel
     from pruning.data import DataSpec, LabelledDataset
-    from pruning.pipeline import RunRequest
 
 __all__ = [
     "CLAIM_IDS",
@@ -269,24 +268,6 @@ def claim_plan(
     return plan
 
 
-def _run_key(request: RunRequest, dataset: LabelledDataset, prepared: PreparedModel) -> str:
-    """The key :func:`pruning.pipeline.plan_run` gives ``request`` (dataset already loaded)."""
-    from pruning.methods.base import get_method
-
-    extra = request.run_settings()
-    revision = get_method(request.method).revision
-    if revision > 1:
-        extra["method_revision"] = revision
-    return RunStore.key_for(
-        model_fingerprint=f"prepared:{prepared.key}",
-        data_fingerprint=dataset.fingerprint,
-        method=request.method,
-        config=request.method_config().to_dict(),
-        seed=request.seed,
-        extra=extra,
-    )
-
-
 def planned_keys(
     plan: Sequence[PlannedRun],
     *,
@@ -305,7 +286,7 @@ def planned_keys(
     from cache.fingerprints import spec_to_dict
     from cache.model_store import ModelStore
     from pruning.data import load_dataset
-    from pruning.pipeline import resolve_prepared
+    from pruning.pipeline import resolve_prepared, run_key
 
     store = model_store or ModelStore()
     datasets: dict[str, LabelledDataset] = {}
@@ -320,7 +301,7 @@ def planned_keys(
         which = (data_id, request.prepared_key)
         if which not in classifiers:
             classifiers[which] = resolve_prepared(request, dataset, store)
-        keys.append(_run_key(request, dataset, classifiers[which]))
+        keys.append(run_key(request, dataset, classifiers[which]))
     return keys
 
 

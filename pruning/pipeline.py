@@ -245,22 +245,31 @@ def plan_run(request: RunRequest, *, model_store: ModelStore | None = None) -> R
     Raises:
         ValueError: bad settings, no prepared classifier, mismatched classes, unusable data.
     """
-    method = get_method(request.method)
     config = request.method_config()
     dataset = load_dataset(request.data)
     prepared = resolve_prepared(request, dataset, model_store or ModelStore())
+    key = run_key(request, dataset, prepared)
+    return RunPlan(request=request, config=config, dataset=dataset, prepared=prepared, key=key)
+
+
+def run_key(request: RunRequest, dataset: LabelledDataset, prepared: PreparedModel) -> str:
+    """The store key of ``request`` on an already loaded dataset and resolved classifier.
+
+    The one place the key is computed: :func:`plan_run` uses it, and so do callers that key many
+    requests on one dataset (the Paper claims page) without loading it again for each.
+    """
     extra = request.run_settings()
-    if method.revision > 1:
-        extra["method_revision"] = method.revision
-    key = RunStore.key_for(
+    revision = get_method(request.method).revision
+    if revision > 1:
+        extra["method_revision"] = revision
+    return RunStore.key_for(
         model_fingerprint=f"prepared:{prepared.key}",
         data_fingerprint=dataset.fingerprint,
         method=request.method,
-        config=config.to_dict(),
+        config=request.method_config().to_dict(),
         seed=request.seed,
         extra=extra,
     )
-    return RunPlan(request=request, config=config, dataset=dataset, prepared=prepared, key=key)
 
 
 def planned_key(request: RunRequest, *, model_store: ModelStore | None = None) -> str:
