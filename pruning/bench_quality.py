@@ -74,6 +74,7 @@ from pruning.claim_rules import (
     MIN_SEEDS,
     PAIRED_RULE,
     TRIALS_RULE,
+    accuracy_by_seed,
     combine,
     holds_flag,
     paired,
@@ -1099,12 +1100,12 @@ def _by_seed(rows: Sequence[Mapping[str, Any]]) -> dict[int, float]:
     if not rows:
         return {}
     like = rows[0]
-    return {
-        int(r.get("seed") or 0): float(r["accuracy"])
+    return accuracy_by_seed(
+        r
         for r in rows
         if r.get("config") == like.get("config")
         and r.get("recovery_steps") == like.get("recovery_steps")
-    }
+    )
 
 
 def _versus(

@@ -32,6 +32,7 @@ from pruning.claim_rules import (
     HOLDS,
     PAIRED_RULE,
     TIE_RULE,
+    accuracy_by_seed,
     combine,
     holds_flag,
     paired,
@@ -182,15 +183,6 @@ def _paper_ratio(group: Mapping[str, Any]) -> float:
     return float(_first_value(group, "bert_base_ratio"))
 
 
-def _by_seed(group: Mapping[str, Any]) -> dict[int, float]:
-    """A group's test accuracy by seed (rows without a seed count as seed 0)."""
-    return {
-        int(r.get("seed") or 0): float(r["accuracy"])
-        for r in group["rows"]
-        if r.get("accuracy") is not None
-    }
-
-
 def _claim(
     claim_id: str, claim: str, rule: str, comparisons: list[dict[str, Any]], missing: str
 ) -> dict[str, Any]:
@@ -238,7 +230,7 @@ def deepcuts_claims(
     for (definition, ratio, refine), by_strategy in _buckets(groups, RATIO_2_WINDOW).items():
         if len(by_strategy) < 2:
             continue
-        seeds = {name: _by_seed(group) for name, group in by_strategy.items()}
+        seeds = {name: accuracy_by_seed(group["rows"]) for name, group in by_strategy.items()}
         verdict, spread, reason = tie_verdict(seeds, tie_tolerance)
         ties.append(
             {
@@ -264,7 +256,7 @@ def deepcuts_claims(
             other = by_strategy.get(name)
             if other is None:
                 continue
-            comparison = paired(_by_seed(other), _by_seed(base))
+            comparison = paired(accuracy_by_seed(other["rows"]), accuracy_by_seed(base["rows"]))
             wins.append(
                 {
                     "method": name,

@@ -49,6 +49,7 @@ __all__ = [
     "TIE_RULE",
     "TRIALS_RULE",
     "UNCLEAR",
+    "accuracy_by_seed",
     "combine",
     "holds_flag",
     "paired",
@@ -77,6 +78,14 @@ TIE_RULE = (
     "apart by the paired rule (holds); beyond the tolerance with some pair told apart (does not "
     "hold); otherwise not distinguishable"
 )
+
+
+def accuracy_by_seed(rows: Iterable[Mapping[str, Any]]) -> dict[int, float]:
+    """Test accuracy by seed of bench rows (a row without a seed is seed 0; rows without an
+    accuracy are left out)."""
+    return {
+        int(r.get("seed") or 0): float(r["accuracy"]) for r in rows if r.get("accuracy") is not None
+    }
 
 
 def paired_verdict(differences: Sequence[float]) -> tuple[str, str]:

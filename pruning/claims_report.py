@@ -22,7 +22,14 @@ from pruning.bench_quality import (
     PlannedRun,
     evaluate_claims,
 )
-from pruning.claim_rules import MIN_SEEDS, PAIRED_RULE, combine, holds_flag, paired
+from pruning.claim_rules import (
+    MIN_SEEDS,
+    PAIRED_RULE,
+    accuracy_by_seed,
+    combine,
+    holds_flag,
+    paired,
+)
 
 if TYPE_CHECKING:
     from cache.model_store import PreparedModel
@@ -110,11 +117,6 @@ def _select(
     ]
 
 
-def _by_seed(rows: Sequence[Mapping[str, Any]]) -> dict[int, float]:
-    """Test accuracy by seed (the newest row per seed wins; rows share one setting here)."""
-    return {int(r.get("seed") or 0): float(r["accuracy"]) for r in rows}
-
-
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
@@ -130,7 +132,7 @@ def claim_hisp(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     random = _select(rows, "random", recovered=False, sparsity=HISP_SPARSITY)
     comparisons = []
     if hisp and random:
-        mine, theirs = _by_seed(hisp), _by_seed(random)
+        mine, theirs = accuracy_by_seed(hisp), accuracy_by_seed(random)
         result = paired(mine, theirs)
         comparisons.append(
             {
@@ -217,7 +219,11 @@ def _series(rows: Sequence[Mapping[str, Any]], claim_id: str) -> dict[str, Any]:
         ],
     }
     chosen = [r for r in rows if _row_claim(r) == claim_id]
-    return {"accuracy": {name: _by_seed(_select(chosen, **how)) for name, how in picks[claim_id]}}
+    return {
+        "accuracy": {
+            name: accuracy_by_seed(_select(chosen, **how)) for name, how in picks[claim_id]
+        }
+    }
 
 
 def _spread(series: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pruning.bench_runs_table import deepcuts_claims
-from pruning.claim_rules import HOLDS, MIN_SEEDS, combine, paired
+from pruning.claim_rules import HOLDS, MIN_SEEDS, accuracy_by_seed, combine, paired
 
 __all__ = ["BEGIN", "END", "claims_rows", "claims_table", "update_readme"]
 
@@ -105,7 +105,7 @@ def _astar(folder: Path) -> dict[str, Any]:
 
 
 def _by_seed(rows: Sequence[Mapping[str, Any]], keep: Callable[[Mapping[str, Any]], bool]) -> dict:
-    return {int(r.get("seed") or 0): float(r["accuracy"]) for r in rows if keep(r)}
+    return accuracy_by_seed(r for r in rows if keep(r))
 
 
 def _config(row: Mapping[str, Any]) -> Mapping[str, Any]:
